@@ -1,0 +1,1 @@
+//! Weft domain model (work in progress).

@@ -1,0 +1,1 @@
+//! Weft store (work in progress).

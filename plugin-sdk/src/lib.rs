@@ -1,0 +1,1 @@
+//! Weft plugin SDK (work in progress).
