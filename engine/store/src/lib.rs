@@ -1,1 +1,122 @@
-//! Weft store (work in progress).
+//! Weft's persistence: one [`Store`] trait, two backends (SQLite and PostgreSQL, through sqlx),
+//! and the SQL migrations of each, embedded in the binary.
+//!
+//! The store knows nothing of the domain crate: a workflow definition is a handful of indexed
+//! columns plus its body as JSON ([`NewDefinition::spec`]). Validation of that body is the
+//! caller's business.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), weft_store::StoreError> {
+//! let store = weft_store::connect("sqlite://weft-data/weft.db", &Default::default()).await?;
+//! store.migrate().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Invariants:
+//! * every SQL statement is a literal or built with `QueryBuilder` and bound parameters; no user
+//!   text is ever spliced into SQL (filter fields come from the [`filter::Field`] enum);
+//! * ids are UUID v7 generated here; timestamps are UTC, microsecond precision, generated here,
+//!   so both backends return the same values;
+//! * lists are ordered by `(created_at, id)`;
+//! * no error message contains a database password ([`redact_url`]).
+
+mod connect;
+mod database_url;
+mod error;
+pub mod filter;
+mod migration;
+mod postgres;
+mod records;
+mod sqlite;
+pub mod testing;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+pub use connect::{ConnectOptions, connect};
+pub use database_url::redact_url;
+pub use error::StoreError;
+pub use filter::{Filter, FilterError};
+pub use migration::MigrationStatus;
+pub use records::{
+    DefinitionQuery, DefinitionRecord, DefinitionUpdate, NewDefinition, NewToken, Page, TokenRecord,
+};
+
+/// The database engine behind a [`Store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names: `sqlite:` / `sqlite://`, `postgres://` / `postgresql://`.
+    pub fn from_url(url: &str) -> Result<Backend, StoreError> {
+        database_url::backend_of(url)
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        })
+    }
+}
+
+/// Everything Weft persists. Every method does I/O on the database; none blocks a thread.
+/// Obtain one with [`connect`]; it holds a connection pool, which [`Store::close`] shuts down.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+    /// One round trip to the database. [`StoreError::Unavailable`] when it cannot be reached.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Apply the pending migrations embedded in this binary. Refuses (with
+    /// [`StoreError::Migration`]) a database that has migrations this binary does not know, or
+    /// whose applied migrations were modified.
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// Which migrations are applied, pending and unknown. Changes nothing.
+    async fn migration_status(&self) -> Result<MigrationStatus, StoreError>;
+    /// Close the pool, waiting for connections in use to be returned.
+    async fn close(&self);
+
+    /// [`StoreError::Conflict`] if `(name, version)` exists.
+    async fn insert_definition(&self, new: NewDefinition) -> Result<DefinitionRecord, StoreError>;
+    async fn get_definition(&self, id: Uuid) -> Result<Option<DefinitionRecord>, StoreError>;
+    /// [`StoreError::InvalidFilter`] if `q.filter` was built by hand and breaks the rules that
+    /// [`Filter::from_json`] enforces.
+    async fn list_definitions(
+        &self,
+        q: &DefinitionQuery,
+    ) -> Result<Page<DefinitionRecord>, StoreError>;
+    /// All versions of one name, oldest first.
+    async fn list_versions(&self, name: &str) -> Result<Vec<DefinitionRecord>, StoreError>;
+    /// Replace a draft's name, version, description and spec. [`StoreError::NotFound`],
+    /// [`StoreError::NotDraft`] when published (checked in the UPDATE itself), or
+    /// [`StoreError::Conflict`] on a `(name, version)` collision.
+    async fn update_draft(
+        &self,
+        id: Uuid,
+        update: DefinitionUpdate,
+    ) -> Result<DefinitionRecord, StoreError>;
+    /// [`StoreError::NotFound`], or [`StoreError::NotDraft`] when already published.
+    async fn publish_definition(&self, id: Uuid) -> Result<DefinitionRecord, StoreError>;
+    /// [`StoreError::NotFound`].
+    async fn set_definition_enabled(
+        &self,
+        id: Uuid,
+        enabled: bool,
+    ) -> Result<DefinitionRecord, StoreError>;
+    /// [`StoreError::NotFound`].
+    async fn delete_definition(&self, id: Uuid) -> Result<(), StoreError>;
+
+    /// [`StoreError::Conflict`] on a duplicate hash or name.
+    async fn insert_token(&self, new: NewToken) -> Result<TokenRecord, StoreError>;
+    async fn find_token_by_hash(&self, sha256_hex: &str)
+    -> Result<Option<TokenRecord>, StoreError>;
+    /// All tokens, oldest first.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// [`StoreError::NotFound`].
+    async fn delete_token(&self, id: Uuid) -> Result<(), StoreError>;
+}

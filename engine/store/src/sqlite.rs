@@ -1,0 +1,505 @@
+//! The SQLite backend: one file (or memory), WAL journal, a small pool.
+//!
+//! Column encodings (see `migrations/sqlite/0001_init.sql`): ids are hyphenated TEXT,
+//! timestamps fixed-width UTC TEXT (so that text order is time order), booleans 0/1, JSON TEXT.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
+use uuid::Uuid;
+use uuid::fmt::Hyphenated;
+
+use crate::connect::{ACQUIRE_TIMEOUT, ConnectOptions, invalid_url, wait_until_reachable};
+use crate::filter::FilterValue;
+use crate::filter::sql::{Dialect, push_definition_where, push_page};
+use crate::migration::{MIGRATIONS_TABLE, MigrationStatus, SQLITE_MIGRATOR, migration_error};
+use crate::records::{new_id, now};
+use crate::{
+    Backend, DefinitionQuery, DefinitionRecord, DefinitionUpdate, NewDefinition, NewToken, Page,
+    Store, StoreError, TokenRecord,
+};
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+macro_rules! definition_columns {
+    () => {
+        "id, name, version, description, is_draft, is_enabled, spec, created_at, updated_at"
+    };
+}
+
+macro_rules! token_columns {
+    () => {
+        "id, name, role, sha256_hex, created_at"
+    };
+}
+
+pub(crate) struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub(crate) async fn connect(url: &str, opts: &ConnectOptions) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| invalid_url(url, &e))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let in_memory = is_in_memory(url);
+        if !in_memory
+            && let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+        {
+            tokio::fs::create_dir_all(dir).await.map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot create the database directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+
+        wait_until_reachable(url, opts.connect_timeout, || async {
+            SqliteConnection::connect_with(&options)
+                .await?
+                .close()
+                .await
+        })
+        .await?;
+
+        let pool_options = SqlitePoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
+        let pool_options = if in_memory {
+            // The database lives as long as one connection to it: keep exactly one, forever.
+            pool_options
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            pool_options.max_connections(opts.max_connections.max(1))
+        };
+        Ok(SqliteStore {
+            pool: pool_options.connect_lazy_with(options),
+        })
+    }
+
+    async fn definition_by_id(&self, id: Uuid) -> Result<Option<DefinitionRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            definition_columns!(),
+            " FROM workflow_definitions WHERE id = ?"
+        ))
+        .bind(id.hyphenated())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        row.as_ref().map(definition).transpose()
+    }
+
+    /// After an UPDATE that matched no draft: was the row missing, or published?
+    async fn not_draft_or_not_found(&self, id: Uuid) -> StoreError {
+        match self.definition_by_id(id).await {
+            Ok(Some(_)) => StoreError::NotDraft,
+            Ok(None) => StoreError::NotFound,
+            Err(e) => e,
+        }
+    }
+}
+
+/// `sqlite::memory:`, or `mode=memory` among the parameters.
+fn is_in_memory(url: &str) -> bool {
+    let rest = url
+        .get("sqlite:".len()..)
+        .unwrap_or_default()
+        .trim_start_matches("//");
+    let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
+    database == ":memory:" || params.split('&').any(|p| p == "mode=memory")
+}
+
+/// The one text form of a time in SQLite: fixed width, so text order is time order.
+fn encode_time(time: &DateTime<Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn definition(row: &SqliteRow) -> Result<DefinitionRecord, StoreError> {
+    let record = DefinitionRecord {
+        id: row.try_get::<Hyphenated, _>("id")?.into_uuid(),
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        description: row.try_get("description")?,
+        is_draft: row.try_get("is_draft")?,
+        is_enabled: row.try_get("is_enabled")?,
+        spec: row.try_get("spec")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    };
+    Ok(record)
+}
+
+fn token(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
+    Ok(TokenRecord {
+        id: row.try_get::<Hyphenated, _>("id")?.into_uuid(),
+        name: row.try_get("name")?,
+        role: row.try_get("role")?,
+        sha256_hex: row.try_get("sha256_hex")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn definition_conflict(name: &str, version: &str) -> impl FnOnce(&str) -> String {
+    move |_| format!("a workflow definition named {name:?} with version {version:?} exists")
+}
+
+fn token_conflict(name: &str) -> impl FnOnce(&str) -> String {
+    move |constraint| {
+        if constraint.contains("sha256") {
+            "a token with the same hash exists".to_owned()
+        } else {
+            format!("a token named {name:?} exists")
+        }
+    }
+}
+
+impl Dialect for Sqlite {
+    const BYTEWISE: &'static str = "";
+
+    fn push_value(qb: &mut QueryBuilder<Self>, value: &FilterValue) {
+        match value {
+            FilterValue::Bool(b) => qb.push_bind(*b),
+            FilterValue::Text(s) => qb.push_bind(s.clone()),
+            FilterValue::Uuid(id) => qb.push_bind(id.hyphenated()),
+            FilterValue::Time(t) => qb.push_bind(encode_time(t)),
+            FilterValue::Null | FilterValue::List(_) => qb.push("NULL"),
+        };
+    }
+
+    fn push_contains(qb: &mut QueryBuilder<Self>, column: &'static str, needle: &str) {
+        // instr() takes the needle as plain text: no LIKE wildcards to escape.
+        qb.push("instr(lower(")
+            .push(column)
+            .push("), lower(")
+            .push_bind(needle.to_owned())
+            .push(")) > 0");
+    }
+
+    fn push_i64(qb: &mut QueryBuilder<Self>, n: i64) {
+        qb.push_bind(n);
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(|e| match StoreError::from_sqlx(e) {
+                StoreError::Database(e) => StoreError::Unavailable(e.to_string()),
+                other => other,
+            })
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        SQLITE_MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(migration_error)
+    }
+
+    async fn migration_status(&self) -> Result<MigrationStatus, StoreError> {
+        let exists: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+        )
+        .bind(MIGRATIONS_TABLE)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let applied = if exists > 0 {
+            sqlx::query_scalar(
+                "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?
+        } else {
+            Vec::new()
+        };
+        Ok(MigrationStatus::new(&SQLITE_MIGRATOR, applied))
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn insert_definition(&self, new: NewDefinition) -> Result<DefinitionRecord, StoreError> {
+        let at = now();
+        let record = DefinitionRecord {
+            id: new_id(),
+            name: new.name,
+            version: new.version,
+            description: new.description,
+            is_draft: new.is_draft,
+            is_enabled: new.is_enabled,
+            spec: new.spec,
+            created_at: at,
+            updated_at: at,
+        };
+        sqlx::query(concat!(
+            "INSERT INTO workflow_definitions (",
+            definition_columns!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(record.id.hyphenated())
+        .bind(&record.name)
+        .bind(&record.version)
+        .bind(&record.description)
+        .bind(record.is_draft)
+        .bind(record.is_enabled)
+        .bind(&record.spec)
+        .bind(encode_time(&record.created_at))
+        .bind(encode_time(&record.updated_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            StoreError::from_sqlx_unique(e, definition_conflict(&record.name, &record.version))
+        })?;
+        Ok(record)
+    }
+
+    async fn get_definition(&self, id: Uuid) -> Result<Option<DefinitionRecord>, StoreError> {
+        self.definition_by_id(id).await
+    }
+
+    async fn list_definitions(
+        &self,
+        q: &DefinitionQuery,
+    ) -> Result<Page<DefinitionRecord>, StoreError> {
+        if let Some(filter) = &q.filter {
+            filter.validate()?;
+        }
+        let mut select = QueryBuilder::<Sqlite>::new(concat!(
+            "SELECT ",
+            definition_columns!(),
+            ", COUNT(*) OVER () AS total FROM workflow_definitions"
+        ));
+        push_definition_where(&mut select, q);
+        select.push(" ORDER BY created_at, id");
+        push_page(&mut select, q);
+        let rows = select
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+
+        let total: i64 = match rows.first() {
+            Some(row) => row.try_get("total")?,
+            // An empty page says nothing of the total unless it is the first page.
+            None if q.offset == 0 && q.limit > 0 => 0,
+            None => {
+                let mut count =
+                    QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM workflow_definitions");
+                push_definition_where(&mut count, q);
+                count
+                    .build_query_scalar()
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(StoreError::from_sqlx)?
+            }
+        };
+        Ok(Page {
+            items: rows.iter().map(definition).collect::<Result<_, _>>()?,
+            total: u64::try_from(total).unwrap_or(0),
+        })
+    }
+
+    async fn list_versions(&self, name: &str) -> Result<Vec<DefinitionRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            definition_columns!(),
+            " FROM workflow_definitions WHERE name = ? ORDER BY created_at, id"
+        ))
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(definition).collect()
+    }
+
+    async fn update_draft(
+        &self,
+        id: Uuid,
+        update: DefinitionUpdate,
+    ) -> Result<DefinitionRecord, StoreError> {
+        let row = sqlx::query(concat!(
+            "UPDATE workflow_definitions",
+            " SET name = ?, version = ?, description = ?, spec = ?, updated_at = ?",
+            " WHERE id = ? AND is_draft = 1 RETURNING ",
+            definition_columns!()
+        ))
+        .bind(&update.name)
+        .bind(&update.version)
+        .bind(&update.description)
+        .bind(&update.spec)
+        .bind(encode_time(&now()))
+        .bind(id.hyphenated())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| {
+            StoreError::from_sqlx_unique(e, definition_conflict(&update.name, &update.version))
+        })?;
+        match row {
+            Some(row) => definition(&row),
+            None => Err(self.not_draft_or_not_found(id).await),
+        }
+    }
+
+    async fn publish_definition(&self, id: Uuid) -> Result<DefinitionRecord, StoreError> {
+        let row = sqlx::query(concat!(
+            "UPDATE workflow_definitions SET is_draft = 0, updated_at = ?",
+            " WHERE id = ? AND is_draft = 1 RETURNING ",
+            definition_columns!()
+        ))
+        .bind(encode_time(&now()))
+        .bind(id.hyphenated())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        match row {
+            Some(row) => definition(&row),
+            None => Err(self.not_draft_or_not_found(id).await),
+        }
+    }
+
+    async fn set_definition_enabled(
+        &self,
+        id: Uuid,
+        enabled: bool,
+    ) -> Result<DefinitionRecord, StoreError> {
+        let row = sqlx::query(concat!(
+            "UPDATE workflow_definitions SET is_enabled = ?, updated_at = ?",
+            " WHERE id = ? RETURNING ",
+            definition_columns!()
+        ))
+        .bind(enabled)
+        .bind(encode_time(&now()))
+        .bind(id.hyphenated())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        row.as_ref()
+            .map(definition)
+            .transpose()?
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn delete_definition(&self, id: Uuid) -> Result<(), StoreError> {
+        let done = sqlx::query("DELETE FROM workflow_definitions WHERE id = ?")
+            .bind(id.hyphenated())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn insert_token(&self, new: NewToken) -> Result<TokenRecord, StoreError> {
+        let record = TokenRecord {
+            id: new_id(),
+            name: new.name,
+            role: new.role,
+            sha256_hex: new.sha256_hex,
+            created_at: now(),
+        };
+        sqlx::query(concat!(
+            "INSERT INTO api_tokens (",
+            token_columns!(),
+            ") VALUES (?, ?, ?, ?, ?)"
+        ))
+        .bind(record.id.hyphenated())
+        .bind(&record.name)
+        .bind(&record.role)
+        .bind(&record.sha256_hex)
+        .bind(encode_time(&record.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::from_sqlx_unique(e, token_conflict(&record.name)))?;
+        Ok(record)
+    }
+
+    async fn find_token_by_hash(
+        &self,
+        sha256_hex: &str,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM api_tokens WHERE sha256_hex = ?"
+        ))
+        .bind(sha256_hex)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        row.as_ref().map(token).transpose()
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM api_tokens ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(token).collect()
+    }
+
+    async fn delete_token(&self, id: Uuid) -> Result<(), StoreError> {
+        let done = sqlx::query("DELETE FROM api_tokens WHERE id = ?")
+            .bind(id.hyphenated())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_encode_fixed_width_and_in_order() {
+        let a = DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z").unwrap();
+        let b = DateTime::parse_from_rfc3339("2024-01-01T00:00:00.5Z").unwrap();
+        let (a, b) = (encode_time(&a.into()), encode_time(&b.into()));
+        assert_eq!(a, "2024-01-01T00:00:00.000000Z");
+        assert_eq!(b, "2024-01-01T00:00:00.500000Z");
+        assert!(a < b);
+    }
+
+    #[test]
+    fn in_memory_urls() {
+        assert!(is_in_memory("sqlite::memory:"));
+        assert!(is_in_memory("sqlite://:memory:"));
+        assert!(is_in_memory("sqlite://x.db?mode=memory"));
+        assert!(!is_in_memory("sqlite://x.db"));
+    }
+}

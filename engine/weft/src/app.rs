@@ -1,0 +1,180 @@
+//! The composition root: [`Application::build`] wires the store, the services and the HTTP
+//! server from a validated [`Config`]; [`Application::run_until_stopped`] serves until the
+//! shutdown token is cancelled, then drains in-flight requests (bounded) and closes the pool.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use weft_store::{ConnectOptions, Store, StoreError};
+
+use crate::auth::Authenticator;
+use crate::config::{Config, defaults};
+use crate::definitions::Definitions;
+use crate::http::{self, AppState, HttpOptions};
+
+/// Why the application could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The database could not be reached or used.
+    #[error("database {url}: {source}")]
+    Database {
+        /// The URL, password redacted.
+        url: String,
+        /// The cause.
+        source: StoreError,
+    },
+    /// `--check-migrations` found the schema out of date.
+    #[error(
+        "database schema is not current (pending migrations: {pending:?}, unknown: {unknown:?}); \
+         start without --check-migrations to apply them"
+    )]
+    SchemaNotCurrent {
+        /// Migrations this binary has that the database lacks.
+        pending: Vec<i64>,
+        /// Migrations the database has that this binary does not know.
+        unknown: Vec<i64>,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The HTTP server failed.
+    #[error("HTTP server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A built, bound, not yet running application.
+pub struct Application {
+    listener: TcpListener,
+    address: SocketAddr,
+    router: axum::Router,
+    store: Arc<dyn Store>,
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    /// Connect (with bounded retries), migrate (or check), wire services, bind the listener.
+    pub async fn build(config: Config) -> Result<Application, AppError> {
+        if config.database_url.expose().starts_with("sqlite:") {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| AppError::DataDir {
+                path: config.data_dir.display().to_string(),
+                source,
+            })?;
+        }
+        let url = config.database_url.redacted();
+        let db_error = |source| AppError::Database {
+            url: url.clone(),
+            source,
+        };
+        let store = weft_store::connect(
+            config.database_url.expose(),
+            &ConnectOptions {
+                max_connections: defaults::DB_MAX_CONNECTIONS,
+                connect_timeout: config.db_connect_timeout,
+            },
+        )
+        .await
+        .map_err(db_error)?;
+        if config.check_migrations {
+            let status = store.migration_status().await.map_err(db_error)?;
+            if !status.is_current() {
+                store.close().await;
+                return Err(AppError::SchemaNotCurrent {
+                    pending: status.pending,
+                    unknown: status.unknown,
+                });
+            }
+        } else {
+            store.migrate().await.map_err(db_error)?;
+        }
+        tracing::info!(database = %url, "database ready");
+
+        let state = AppState {
+            definitions: Definitions::new(store.clone()),
+            auth: Authenticator::new(config.tokens.clone(), store.clone()),
+            store: store.clone(),
+        };
+        if !state.auth.enabled() {
+            tracing::warn!("no API token configured: authentication is off (loopback only)");
+        }
+        let router = http::router(
+            state,
+            &HttpOptions {
+                max_body_bytes: config.max_body_bytes,
+                cors_origins: config.cors_origins.clone(),
+            },
+        );
+        let listener = TcpListener::bind(config.http_addr)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: config.http_addr,
+                source,
+            })?;
+        let address = listener.local_addr().map_err(|source| AppError::Bind {
+            addr: config.http_addr,
+            source,
+        })?;
+        Ok(Application {
+            listener,
+            address,
+            router,
+            store,
+            shutdown_timeout: config.shutdown_timeout,
+        })
+    }
+
+    /// The bound HTTP address (useful with port 0).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The bound HTTP port.
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// Serve until `shutdown` is cancelled; then stop accepting, let in-flight requests finish
+    /// within the shutdown timeout, and close the database pool.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
+        tracing::info!(address = %self.address, "HTTP API listening");
+        let server = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let mut serving = tokio::spawn(async move { server.await });
+        let result = tokio::select! {
+            joined = &mut serving => joined,
+            () = shutdown.cancelled() => {
+                tracing::info!("shutting down: draining in-flight requests");
+                match tokio::time::timeout(self.shutdown_timeout, &mut serving).await {
+                    Ok(joined) => joined,
+                    Err(_) => {
+                        tracing::warn!(timeout = ?self.shutdown_timeout, "in-flight requests did not finish in time; closing them");
+                        serving.abort();
+                        Ok(Ok(()))
+                    }
+                }
+            }
+        };
+        self.store.close().await;
+        tracing::info!("stopped");
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(AppError::Serve(e)),
+            Err(join) => Err(AppError::Serve(std::io::Error::other(join.to_string()))),
+        }
+    }
+}

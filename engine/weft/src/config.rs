@@ -1,0 +1,639 @@
+//! Typed, validated configuration.
+//!
+//! Sources, highest precedence first: command-line flags, `WEFT_*` environment variables, the
+//! TOML file given by `--config` / `WEFT_CONFIG`, built-in defaults. [`Config::load`] merges them
+//! and validates the result; an invalid value is reported as one [`ConfigError`] naming the option.
+//! Secrets (the admin token, database passwords) never appear in `Debug` output or errors.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::auth::{Role, TokenHash};
+
+/// The defaults, in one place.
+pub mod defaults {
+    /// Where the HTTP API listens.
+    pub const HTTP_ADDR: &str = "127.0.0.1:8080";
+    /// Where the gRPC API listens (agents, clients).
+    pub const GRPC_ADDR: &str = "127.0.0.1:50051";
+    /// Data directory: the SQLite file and the compiled-plugin cache live here.
+    pub const DATA_DIR: &str = "./weft-data";
+    /// Seconds to wait for in-flight work on shutdown.
+    pub const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+    /// Total seconds spent retrying an unreachable database at start-up.
+    pub const DB_CONNECT_TIMEOUT_SECS: u64 = 10;
+    /// Largest accepted request body for JSON endpoints.
+    pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+    /// Database connection pool size.
+    pub const DB_MAX_CONNECTIONS: u32 = 16;
+}
+
+/// Flags of `weft serve`. Every flag also reads a `WEFT_*` environment variable.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "WEFT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address (HOST:PORT). Default 127.0.0.1:8080.
+    #[arg(long, env = "WEFT_HTTP_ADDR", value_name = "ADDR")]
+    pub http_addr: Option<String>,
+    /// gRPC listen address (HOST:PORT). Default 127.0.0.1:50051.
+    #[arg(long, env = "WEFT_GRPC_ADDR", value_name = "ADDR")]
+    pub grpc_addr: Option<String>,
+    /// Data directory (SQLite database, plugin cache). Default ./weft-data.
+    #[arg(long, env = "WEFT_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL: sqlite://FILE or postgres://USER@HOST/DB. Default: SQLite in the data dir.
+    #[arg(long, env = "WEFT_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Directory of step plugins (*.wasm) loaded at start-up.
+    #[arg(long, env = "WEFT_PLUGINS_DIR", value_name = "DIR")]
+    pub plugins_dir: Option<PathBuf>,
+    /// Allow binding a non-loopback address without any API token.
+    #[arg(long, env = "WEFT_INSECURE")]
+    pub insecure: bool,
+    /// Do not apply migrations; only check that the schema is current (exit non-zero if not).
+    #[arg(long, env = "WEFT_CHECK_MIGRATIONS")]
+    pub check_migrations: bool,
+    /// Allowed CORS origins, comma-separated (e.g. https://ui.example.com). CORS is off without.
+    #[arg(
+        long = "cors-origin",
+        env = "WEFT_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub cors_origins: Vec<String>,
+    /// Seconds to wait for in-flight requests and steps on shutdown.
+    #[arg(long, env = "WEFT_SHUTDOWN_TIMEOUT", value_name = "SECS")]
+    pub shutdown_timeout: Option<u64>,
+    /// Seconds to keep retrying an unreachable database at start-up.
+    #[arg(long, env = "WEFT_DB_CONNECT_TIMEOUT", value_name = "SECS")]
+    pub db_connect_timeout: Option<u64>,
+    /// Largest accepted JSON request body, in bytes.
+    #[arg(long, env = "WEFT_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Log format: text or json.
+    #[arg(long, env = "WEFT_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The configuration file's shape. Unknown keys are an error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    http_addr: Option<String>,
+    grpc_addr: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    plugins_dir: Option<PathBuf>,
+    insecure: Option<bool>,
+    check_migrations: Option<bool>,
+    shutdown_timeout_secs: Option<u64>,
+    db_connect_timeout_secs: Option<u64>,
+    max_body_bytes: Option<usize>,
+    log_format: Option<String>,
+    #[serde(default)]
+    cors: Option<FileCors>,
+    #[serde(default)]
+    tokens: Vec<FileToken>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCors {
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+}
+
+/// A token listed in the configuration file: only its SHA-256 is written there.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileToken {
+    name: String,
+    role: String,
+    sha256: String,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// An API token known from configuration (never its plaintext).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConfiguredToken {
+    /// A label for logs and listings.
+    pub name: String,
+    /// What the token may do.
+    pub role: Role,
+    /// SHA-256 of the token.
+    pub hash: TokenHash,
+}
+
+impl fmt::Debug for ConfiguredToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfiguredToken")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The validated configuration the application is built from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP listen address (port 0 picks a free port).
+    pub http_addr: SocketAddr,
+    /// gRPC listen address.
+    pub grpc_addr: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Database URL (may hold a password: never log it, use [`Config::database_url_redacted`]).
+    pub database_url: DatabaseUrl,
+    /// Plugin directory, if any.
+    pub plugins_dir: Option<PathBuf>,
+    /// Non-loopback without tokens was explicitly allowed.
+    pub insecure: bool,
+    /// Check migrations instead of applying them.
+    pub check_migrations: bool,
+    /// CORS origin allowlist; empty means CORS is off.
+    pub cors_origins: Vec<String>,
+    /// API tokens from the configuration (admin bootstrap token included).
+    pub tokens: Vec<ConfiguredToken>,
+    /// Bound on graceful shutdown.
+    pub shutdown_timeout: Duration,
+    /// Bound on start-up database connection retries.
+    pub db_connect_timeout: Duration,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// A database URL whose `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The full URL, to hand to the store only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// The URL with its password replaced, for logs.
+    pub fn redacted(&self) -> String {
+        weft_store::redact_url(&self.0)
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+/// An invalid configuration: which option, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {option}: {message}")]
+pub struct ConfigError {
+    /// The option at fault, as the user would spell it (`--http-addr (WEFT_HTTP_ADDR)`).
+    pub option: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(option: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            option: option.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The environment variable carrying the bootstrap admin token.
+pub const ADMIN_TOKEN_ENV: &str = "WEFT_ADMIN_TOKEN";
+
+impl Config {
+    /// Merge flags/env (already in `args`), the optional file and defaults; validate.
+    /// `admin_token` is the value of `WEFT_ADMIN_TOKEN`, if set.
+    pub fn load(args: &ServeArgs, admin_token: Option<String>) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+
+        let http_addr = parse_addr(
+            "--http-addr (WEFT_HTTP_ADDR)",
+            args.http_addr
+                .as_deref()
+                .or(file.http_addr.as_deref())
+                .unwrap_or(defaults::HTTP_ADDR),
+        )?;
+        let grpc_addr = parse_addr(
+            "--grpc-addr (WEFT_GRPC_ADDR)",
+            args.grpc_addr
+                .as_deref()
+                .or(file.grpc_addr.as_deref())
+                .unwrap_or(defaults::GRPC_ADDR),
+        )?;
+        if http_addr.port() != 0 && http_addr == grpc_addr {
+            return Err(ConfigError::new(
+                "--grpc-addr (WEFT_GRPC_ADDR)",
+                format!("{grpc_addr} is also the HTTP address"),
+            ));
+        }
+
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR));
+        if data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::new(
+                "--data-dir (WEFT_DATA_DIR)",
+                "must not be empty",
+            ));
+        }
+
+        let database_url = match args.database_url.clone().or(file.database_url) {
+            Some(url) => validate_database_url(&url)?,
+            None => DatabaseUrl(format!("sqlite://{}", data_dir.join("weft.db").display())),
+        };
+
+        let plugins_dir = args.plugins_dir.clone().or(file.plugins_dir);
+        if let Some(dir) = &plugins_dir
+            && !dir.is_dir()
+        {
+            return Err(ConfigError::new(
+                "--plugins-dir (WEFT_PLUGINS_DIR)",
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+
+        let mut cors_origins = if args.cors_origins.is_empty() {
+            file.cors.map(|c| c.allowed_origins).unwrap_or_default()
+        } else {
+            args.cors_origins.clone()
+        };
+        cors_origins.retain(|o| !o.trim().is_empty());
+        for origin in &mut cors_origins {
+            *origin = validate_origin(origin)?;
+        }
+
+        let mut tokens = Vec::new();
+        let mut names = BTreeSet::new();
+        if let Some(token) = admin_token {
+            if token.trim().len() < 16 {
+                return Err(ConfigError::new(
+                    ADMIN_TOKEN_ENV,
+                    "must be at least 16 characters long",
+                ));
+            }
+            names.insert("admin".to_string());
+            tokens.push(ConfiguredToken {
+                name: "admin".into(),
+                role: Role::Admin,
+                hash: TokenHash::of(token.trim()),
+            });
+        }
+        for (i, t) in file.tokens.into_iter().enumerate() {
+            let option = format!("tokens[{i}]");
+            let role: Role = t
+                .role
+                .parse()
+                .map_err(|e: String| ConfigError::new(format!("{option}.role"), e))?;
+            let hash = TokenHash::from_hex(&t.sha256).ok_or_else(|| {
+                ConfigError::new(
+                    format!("{option}.sha256"),
+                    "must be 64 hexadecimal characters (the SHA-256 of the token)",
+                )
+            })?;
+            if t.name.trim().is_empty() || !names.insert(t.name.clone()) {
+                return Err(ConfigError::new(
+                    format!("{option}.name"),
+                    "must be non-empty and unique",
+                ));
+            }
+            tokens.push(ConfiguredToken {
+                name: t.name,
+                role,
+                hash,
+            });
+        }
+
+        let insecure = args.insecure || file.insecure.unwrap_or(false);
+        if tokens.is_empty() && !insecure && !http_addr.ip().is_loopback() {
+            return Err(ConfigError::new(
+                "--http-addr (WEFT_HTTP_ADDR)",
+                format!(
+                    "{http_addr} is not a loopback address and no API token is configured; \
+                     set {ADMIN_TOKEN_ENV} (or tokens in the config file), or pass --insecure"
+                ),
+            ));
+        }
+
+        let log_format = match args
+            .log_format
+            .as_deref()
+            .or(file.log_format.as_deref())
+            .unwrap_or("text")
+        {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::new(
+                    "--log-format (WEFT_LOG_FORMAT)",
+                    format!("'{other}' is not one of: text, json"),
+                ));
+            }
+        };
+
+        let shutdown_timeout = args
+            .shutdown_timeout
+            .or(file.shutdown_timeout_secs)
+            .unwrap_or(defaults::SHUTDOWN_TIMEOUT_SECS);
+        let db_connect_timeout = args
+            .db_connect_timeout
+            .or(file.db_connect_timeout_secs)
+            .unwrap_or(defaults::DB_CONNECT_TIMEOUT_SECS);
+        if db_connect_timeout == 0 {
+            return Err(ConfigError::new(
+                "--db-connect-timeout (WEFT_DB_CONNECT_TIMEOUT)",
+                "must be at least 1 second",
+            ));
+        }
+        let max_body_bytes = args
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(defaults::MAX_BODY_BYTES);
+        if max_body_bytes < 1024 {
+            return Err(ConfigError::new(
+                "--max-body-bytes (WEFT_MAX_BODY_BYTES)",
+                "must be at least 1024",
+            ));
+        }
+
+        Ok(Config {
+            http_addr,
+            grpc_addr,
+            data_dir,
+            database_url,
+            plugins_dir,
+            insecure,
+            check_migrations: args.check_migrations || file.check_migrations.unwrap_or(false),
+            cors_origins,
+            tokens,
+            shutdown_timeout: Duration::from_secs(shutdown_timeout),
+            db_connect_timeout: Duration::from_secs(db_connect_timeout),
+            max_body_bytes,
+            log_format,
+        })
+    }
+
+    /// A configuration for tests and embedding: loopback on port 0, everything else default.
+    pub fn for_tests(data_dir: &Path, database_url: &str) -> Config {
+        Config {
+            http_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            grpc_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            data_dir: data_dir.to_path_buf(),
+            database_url: DatabaseUrl(database_url.to_string()),
+            plugins_dir: None,
+            insecure: false,
+            check_migrations: false,
+            cors_origins: Vec::new(),
+            tokens: Vec::new(),
+            shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_SECS),
+            db_connect_timeout: Duration::from_secs(defaults::DB_CONNECT_TIMEOUT_SECS),
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+            log_format: LogFormat::Text,
+        }
+    }
+
+    /// Whether API requests must carry a token.
+    pub fn auth_enabled(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let option = format!("--config (WEFT_CONFIG) {}", path.display());
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(option.clone(), format!("cannot read: {e}")))?;
+    toml::from_str(&text).map_err(|e| {
+        // toml's messages span several lines (with a source excerpt); keep one line.
+        let message = e.message().replace('\n', " ");
+        let location = e
+            .span()
+            .map(|span| {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                format!("line {line}: ")
+            })
+            .unwrap_or_default();
+        ConfigError::new(option, format!("{location}{message}"))
+    })
+}
+
+fn parse_addr(option: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let value = value.trim();
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Some(port) = value.strip_prefix("localhost:")
+        && let Ok(port) = port.parse::<u16>()
+    {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    Err(ConfigError::new(
+        option,
+        format!("'{value}' is not a socket address (expected IP:PORT, e.g. 127.0.0.1:8080)"),
+    ))
+}
+
+fn validate_database_url(url: &str) -> Result<DatabaseUrl, ConfigError> {
+    let option = "--database-url (WEFT_DATABASE_URL)";
+    let url = url.trim();
+    let scheme_ok = ["sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|s| url.starts_with(s));
+    if !scheme_ok {
+        return Err(ConfigError::new(
+            option,
+            format!(
+                "'{}' must start with sqlite:// or postgres://",
+                weft_store::redact_url(url)
+            ),
+        ));
+    }
+    Ok(DatabaseUrl(url.to_string()))
+}
+
+fn validate_origin(origin: &str) -> Result<String, ConfigError> {
+    let option = "--cors-origin (WEFT_CORS_ORIGINS)";
+    let origin = origin.trim().trim_end_matches('/');
+    if origin == "*" {
+        return Err(ConfigError::new(
+            option,
+            "'*' is not allowed: list the origins that may call the API",
+        ));
+    }
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    let valid = match rest {
+        Some(host) => {
+            !host.is_empty()
+                && !host.contains('/')
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+        }
+        None => false,
+    };
+    if !valid || http::HeaderValue::from_str(origin).is_err() {
+        return Err(ConfigError::new(
+            option,
+            format!("'{origin}' is not an origin (expected scheme://host[:port])"),
+        ));
+    }
+    Ok(origin.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: ServeArgs) -> Result<Config, ConfigError> {
+        Config::load(&args, None)
+    }
+
+    #[test]
+    fn defaults_are_loopback_sqlite_in_data_dir() {
+        let config = load(ServeArgs::default()).expect("defaults are valid");
+        assert_eq!(config.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.grpc_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(config.database_url.expose(), "sqlite://./weft-data/weft.db");
+        assert!(!config.auth_enabled());
+        assert!(config.cors_origins.is_empty());
+    }
+
+    #[test]
+    fn bad_address_names_the_option() {
+        let err = load(ServeArgs {
+            http_addr: Some("nonsense".into()),
+            ..Default::default()
+        })
+        .expect_err("invalid");
+        assert_eq!(err.option, "--http-addr (WEFT_HTTP_ADDR)");
+        assert!(
+            err.to_string()
+                .contains("'nonsense' is not a socket address")
+        );
+    }
+
+    #[test]
+    fn non_loopback_without_tokens_needs_insecure() {
+        let args = ServeArgs {
+            http_addr: Some("0.0.0.0:8080".into()),
+            ..Default::default()
+        };
+        assert!(load(args.clone()).is_err());
+        assert!(
+            load(ServeArgs {
+                insecure: true,
+                ..args.clone()
+            })
+            .is_ok()
+        );
+        assert!(Config::load(&args, Some("0123456789abcdef-secret".into())).is_ok());
+    }
+
+    #[test]
+    fn cors_wildcard_is_refused_and_origins_are_normalised() {
+        let err = load(ServeArgs {
+            cors_origins: vec!["*".into()],
+            ..Default::default()
+        })
+        .expect_err("wildcard");
+        assert!(err.to_string().contains("'*' is not allowed"));
+        let config = load(ServeArgs {
+            cors_origins: vec!["https://ui.example.com/".into()],
+            ..Default::default()
+        })
+        .expect("valid origin");
+        assert_eq!(config.cors_origins, vec!["https://ui.example.com"]);
+    }
+
+    #[test]
+    fn database_url_scheme_is_checked_and_password_redacted() {
+        let err = load(ServeArgs {
+            database_url: Some("mysql://u:hunter2@h/db".into()),
+            ..Default::default()
+        })
+        .expect_err("unsupported scheme");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let config = load(ServeArgs {
+            database_url: Some("postgres://u:hunter2@h/db".into()),
+            ..Default::default()
+        })
+        .expect("postgres url");
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn file_unknown_key_is_one_line_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("weft.toml");
+        std::fs::write(&path, "http_addr = \"127.0.0.1:9000\"\nhttp_adr = \"x\"\n").expect("write");
+        let err = load(ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .expect_err("unknown key");
+        let text = err.to_string();
+        assert!(text.contains("http_adr"), "{text}");
+        assert!(text.contains("line 2"), "{text}");
+        assert!(!text.contains('\n'), "{text}");
+    }
+
+    #[test]
+    fn precedence_flag_over_file_over_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("weft.toml");
+        std::fs::write(
+            &path,
+            "http_addr = \"127.0.0.1:9000\"\ngrpc_addr = \"127.0.0.1:9001\"\n\
+             [[tokens]]\nname = \"ci\"\nrole = \"read\"\nsha256 = \""
+                .to_string()
+                + &"ab".repeat(32)
+                + "\"\n",
+        )
+        .expect("write");
+        let config = load(ServeArgs {
+            config: Some(path),
+            http_addr: Some("127.0.0.1:7000".into()),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(config.http_addr.to_string(), "127.0.0.1:7000");
+        assert_eq!(config.grpc_addr.to_string(), "127.0.0.1:9001");
+        assert_eq!(config.tokens.len(), 1);
+        assert_eq!(config.tokens[0].role, Role::Read);
+    }
+
+    #[test]
+    fn short_admin_token_is_refused_and_never_echoed() {
+        let err = Config::load(&ServeArgs::default(), Some("short".into())).expect_err("short");
+        assert_eq!(err.option, ADMIN_TOKEN_ENV);
+        assert!(!err.to_string().contains("short\""));
+    }
+}

@@ -1,0 +1,191 @@
+//! The HTTP API, versioned under `/api/v1`, plus `/healthz` and `/readyz`.
+//!
+//! This module translates between HTTP and the services; it holds no business rules. Every error
+//! leaves as [`ApiError`] JSON, including unknown routes (404), wrong methods (405), oversized
+//! bodies (413) and panics (500).
+
+pub mod error;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use weft_store::Store;
+
+use crate::auth::{AuthError, Authenticator, Role};
+use crate::definitions::Definitions;
+pub use error::ApiError;
+
+/// What handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Workflow definitions.
+    pub definitions: Definitions,
+    /// Token authentication.
+    pub auth: Authenticator,
+    /// The store, for readiness checks.
+    pub store: Arc<dyn Store>,
+}
+
+/// HTTP settings taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Largest accepted JSON body.
+    pub max_body_bytes: usize,
+    /// CORS origin allowlist (empty: CORS off).
+    pub cors_origins: Vec<String>,
+}
+
+/// Build the whole router.
+pub fn router(state: AppState, options: &HttpOptions) -> Router {
+    let api = routes::api()
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+
+    let request_id = HeaderName::from_static("x-request-id");
+    let mut router = Router::new()
+        .merge(routes::health())
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        .with_state(state)
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal(&"a request handler panicked").into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
+    if let Some(cors) = cors_layer(&options.cors_origins) {
+        router = router.layer(cors);
+    }
+    router
+}
+
+/// CORS only for listed origins; never a wildcard, never credentials with a wildcard.
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+            ])
+            .allow_credentials(true)
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// The least role a request needs: reads need `read`, changes `write`, tokens `admin`.
+fn required_role(method: &Method, path: &str) -> Role {
+    if path.starts_with("/tokens") || path.starts_with("/api/v1/tokens") {
+        Role::Admin
+    } else if method == Method::GET || method == Method::HEAD {
+        Role::Read
+    } else {
+        Role::Write
+    }
+}
+
+async fn require_token(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    let principal = match state.auth.authenticate(bearer).await {
+        Ok(principal) => principal,
+        Err(AuthError::Missing) => {
+            return ApiError::unauthorized("this endpoint needs a bearer token").into_response();
+        }
+        Err(AuthError::Invalid) => {
+            return ApiError::unauthorized("the bearer token is not valid").into_response();
+        }
+        Err(AuthError::Store(e)) => return ApiError::from(e).into_response(),
+    };
+    let needed = required_role(request.method(), request.uri().path());
+    if principal.role < needed {
+        return ApiError::forbidden(format!(
+            "this request needs the '{needed}' role; the token has '{}'",
+            principal.role
+        ))
+        .into_response();
+    }
+    request.extensions_mut().insert(principal);
+    next.run(request).await
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::not_found(format!(
+        "no route for {} {}",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_by_method_and_path() {
+        assert_eq!(
+            required_role(&Method::GET, "/workflow-definitions"),
+            Role::Read
+        );
+        assert_eq!(
+            required_role(&Method::POST, "/workflow-definitions"),
+            Role::Write
+        );
+        assert_eq!(
+            required_role(&Method::DELETE, "/workflow-definitions/x"),
+            Role::Write
+        );
+        assert_eq!(required_role(&Method::GET, "/tokens"), Role::Admin);
+    }
+}

@@ -1,0 +1,17 @@
+//! Weft: a workflow engine server whose steps run as sandboxed WebAssembly components or on
+//! remote agents.
+//!
+//! Dependency direction: `http` → services (`definitions`, `auth`) → `weft_domain` (pure model)
+//! and `weft_store` (persistence). `app` is the composition root; `main` only parses the command
+//! line and handles signals.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod definitions;
+pub mod http;
+pub mod telemetry;
+
+pub use app::{AppError, Application};
+pub use config::{Config, ConfigError};

@@ -1,0 +1,11 @@
+//! Black-box tests of the HTTP API: each starts the real application on port 0 with a fresh
+//! database, on SQLite and on PostgreSQL, and talks to it as a client would.
+
+mod helpers;
+
+mod auth;
+mod definitions;
+mod errors;
+mod health;
+mod search;
+mod validation;
