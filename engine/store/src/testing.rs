@@ -182,6 +182,22 @@ fn unix_seconds() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+impl TestDatabase {
+    /// Drop a PostgreSQL test database now, terminating its connections (to test how a server
+    /// behaves when its database goes away). A no-op for SQLite.
+    pub async fn drop_now(&self) -> Result<(), StoreError> {
+        let Place::Postgres { admin_url, name } = &self.place else {
+            return Ok(());
+        };
+        if created_at(name).is_none() {
+            return Ok(());
+        }
+        let mut admin = admin_connection(admin_url).await?;
+        drop_database(&mut admin, name).await?;
+        Ok(())
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let Place::Postgres { admin_url, name } = &self.place else {

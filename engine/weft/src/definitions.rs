@@ -407,13 +407,52 @@ fn parse_spec(
     for key in RECORD_KEYS {
         object.remove(key);
     }
-    match DefinitionSpec::from_json(Value::Object(object)) {
+    let document = Value::Object(object);
+    find_nul_characters(&document, &mut String::new(), &mut issues);
+    if !issues.is_empty() {
+        return Err(DefinitionError::Invalid(issues));
+    }
+    match DefinitionSpec::from_json(document) {
         Ok(spec) if issues.is_empty() => Ok(spec),
         Ok(_) => Err(DefinitionError::Invalid(issues)),
         Err(mut more) => {
             issues.append(&mut more);
             Err(DefinitionError::Invalid(issues))
         }
+    }
+}
+
+/// NUL characters cannot be stored by PostgreSQL (TEXT and JSONB refuse them): report each.
+fn find_nul_characters(value: &Value, path: &mut String, issues: &mut Vec<Issue>) {
+    let nul = |path: &str| Issue {
+        path: path.to_string(),
+        code: "invalid_value".into(),
+        message: "text must not contain NUL characters".into(),
+    };
+    match value {
+        Value::String(text) if text.contains('\0') => issues.push(nul(path)),
+        Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("/{index}"));
+                find_nul_characters(item, path, issues);
+                path.truncate(len);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                let len = path.len();
+                path.push('/');
+                path.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                if key.contains('\0') {
+                    issues.push(nul(path));
+                } else {
+                    find_nul_characters(item, path, issues);
+                }
+                path.truncate(len);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -3,6 +3,8 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
+use weft_store::Backend;
+
 use crate::both_backends;
 use crate::helpers::*;
 
@@ -53,4 +55,27 @@ both_backends! {
             .expect("POST");
         assert!(response.status().is_client_error(), "{}", response.status());
     }
+}
+
+both_backends! {
+    async fn nul_characters_are_refused_not_stored(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let mut body = simple_definition("nul");
+        body["metadata"] = json!({"note": "a\u{0}b"});
+        let response = app.post_json("/api/v1/workflow-definitions", &body).await;
+        let body = expect_error(response, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert_eq!(issues(&body), [("/metadata/note".to_string(), "invalid_value".to_string())]);
+    }
+}
+
+#[tokio::test]
+async fn readiness_fails_when_the_database_goes_away() {
+    let app = spawn_app(Backend::Postgres).await;
+    let response = app.get("/readyz").await;
+    expect_status(response, StatusCode::OK).await;
+    app.drop_database_for_test().await;
+    let response = app.get("/readyz").await;
+    expect_error(response, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    // Liveness is about the process, not the database.
+    expect_status(app.get("/healthz").await, StatusCode::OK).await;
 }

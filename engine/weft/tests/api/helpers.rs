@@ -92,6 +92,11 @@ impl TestApp {
         format!("http://{}{}", self.address, path)
     }
 
+    /// Drop the app's PostgreSQL database from under it (terminating its connections).
+    pub async fn drop_database_for_test(&self) {
+        self._database.drop_now().await.expect("drop the test database");
+    }
+
     /// A request with the app's token, if any.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let builder = self.client.request(method, self.url(path));
