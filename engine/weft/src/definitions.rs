@@ -26,6 +26,9 @@ const RECORD_KEYS: [&str; 6] = [
     "updatedAt",
 ];
 
+/// Most steps a definition may have (validation is quadratic in the worst case).
+pub const MAX_STEPS: usize = 1000;
+
 /// Why a definition operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DefinitionError {
@@ -406,6 +409,18 @@ fn parse_spec(
 ) -> Result<DefinitionSpec, DefinitionError> {
     for key in RECORD_KEYS {
         object.remove(key);
+    }
+    if let Some(Value::Array(steps)) = object.get("steps")
+        && steps.len() > MAX_STEPS
+    {
+        issues.push(Issue {
+            path: "/steps".into(),
+            code: "too_many_steps".into(),
+            message: format!(
+                "a definition has at most {MAX_STEPS} steps, not {}",
+                steps.len()
+            ),
+        });
     }
     let document = Value::Object(object);
     find_nul_characters(&document, &mut String::new(), &mut issues);

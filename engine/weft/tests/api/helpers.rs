@@ -94,7 +94,10 @@ impl TestApp {
 
     /// Drop the app's PostgreSQL database from under it (terminating its connections).
     pub async fn drop_database_for_test(&self) {
-        self._database.drop_now().await.expect("drop the test database");
+        self._database
+            .drop_now()
+            .await
+            .expect("drop the test database");
     }
 
     /// A request with the app's token, if any.
