@@ -17,7 +17,7 @@
 //!   text is ever spliced into SQL (filter fields come from the [`filter::Field`] enum);
 //! * ids are UUID v7 generated here; timestamps are UTC, microsecond precision, generated here,
 //!   so both backends return the same values;
-//! * lists are ordered by `(created_at, id)`;
+//! * lists are ordered by `(created_at, id)` (plugins by name first, byte-wise);
 //! * no error message contains a database password ([`redact_url`]).
 
 mod connect;
@@ -39,7 +39,8 @@ pub use error::StoreError;
 pub use filter::{Filter, FilterError};
 pub use migration::MigrationStatus;
 pub use records::{
-    DefinitionQuery, DefinitionRecord, DefinitionUpdate, NewDefinition, NewToken, Page, TokenRecord,
+    DefinitionQuery, DefinitionRecord, DefinitionUpdate, NewDefinition, NewPlugin, NewToken, Page,
+    PluginRecord, TokenRecord,
 };
 
 /// The database engine behind a [`Store`].
@@ -119,4 +120,23 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
     /// [`StoreError::NotFound`].
     async fn delete_token(&self, id: Uuid) -> Result<(), StoreError>;
+
+    /// Store a plugin version and its bytes (the blob is shared by content: inserting bytes
+    /// whose `sha256_hex` already exists reuses the stored blob). Atomic (one transaction).
+    /// [`StoreError::Conflict`] if `(name, version)` exists, whatever its bytes: the caller
+    /// decides whether an identical re-upload is fine. The hash is the caller's: the store
+    /// neither computes nor checks it.
+    async fn insert_plugin(&self, new: NewPlugin) -> Result<PluginRecord, StoreError>;
+    async fn get_plugin(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<PluginRecord>, StoreError>;
+    /// All plugin versions, ordered by name (byte-wise), then `(created_at, id)`.
+    async fn list_plugins(&self) -> Result<Vec<PluginRecord>, StoreError>;
+    /// The component bytes by content hash.
+    async fn plugin_wasm(&self, sha256_hex: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Delete one version; its blob goes too when no other version references it (same
+    /// transaction). [`StoreError::NotFound`].
+    async fn delete_plugin(&self, name: &str, version: &str) -> Result<(), StoreError>;
 }

@@ -11,10 +11,10 @@ use crate::connect::{ACQUIRE_TIMEOUT, ConnectOptions, invalid_url, wait_until_re
 use crate::filter::FilterValue;
 use crate::filter::sql::{Dialect, push_definition_where, push_page};
 use crate::migration::{MIGRATIONS_TABLE, MigrationStatus, POSTGRES_MIGRATOR, migration_error};
-use crate::records::{new_id, now};
+use crate::records::{decode_size, encode_size, new_id, now};
 use crate::{
-    Backend, DefinitionQuery, DefinitionRecord, DefinitionUpdate, NewDefinition, NewToken, Page,
-    Store, StoreError, TokenRecord,
+    Backend, DefinitionQuery, DefinitionRecord, DefinitionUpdate, NewDefinition, NewPlugin,
+    NewToken, Page, PluginRecord, Store, StoreError, TokenRecord,
 };
 
 macro_rules! definition_columns {
@@ -26,6 +26,13 @@ macro_rules! definition_columns {
 macro_rules! token_columns {
     () => {
         "id, name, role, sha256_hex, created_at"
+    };
+}
+
+macro_rules! plugin_columns {
+    () => {
+        "id, name, version, sha256_hex, wasm_size, description, input_schema, output_schema, \
+         limits, created_at"
     };
 }
 
@@ -96,6 +103,25 @@ fn token(row: &PgRow) -> Result<TokenRecord, StoreError> {
         sha256_hex: row.try_get("sha256_hex")?,
         created_at: row.try_get("created_at")?,
     })
+}
+
+fn plugin(row: &PgRow) -> Result<PluginRecord, StoreError> {
+    Ok(PluginRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        sha256_hex: row.try_get("sha256_hex")?,
+        wasm_size: decode_size(row.try_get("wasm_size")?)?,
+        description: row.try_get("description")?,
+        input_schema: row.try_get("input_schema")?,
+        output_schema: row.try_get("output_schema")?,
+        limits: row.try_get("limits")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn plugin_conflict(name: &str, version: &str) -> impl FnOnce(&str) -> String {
+    move |_| format!("a plugin named {name:?} with version {version:?} exists")
 }
 
 fn definition_conflict(name: &str, version: &str) -> impl FnOnce(&str) -> String {
@@ -422,5 +448,130 @@ impl Store for PgStore {
             return Err(StoreError::NotFound);
         }
         Ok(())
+    }
+
+    // Concurrency (READ COMMITTED): whoever adds or drops a reference to a blob first locks the
+    // blob's row, and always before any `plugins` row, so that "is this blob still used?" is
+    // asked only once the other writers of that blob have committed (each statement sees the
+    // commits made before it), and two such operations cannot deadlock.
+
+    async fn insert_plugin(&self, new: NewPlugin) -> Result<PluginRecord, StoreError> {
+        let (record, wasm) = new.into_record();
+        let size = encode_size(record.wasm_size)?;
+        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        // Insert the blob, or lock the existing one (a no-op update) so that a concurrent
+        // delete_plugin cannot remove it before this version references it. If such a delete
+        // removes it first, PostgreSQL waits for it, then inserts the blob afresh.
+        sqlx::query(
+            "INSERT INTO plugin_blobs (sha256_hex, wasm, size, created_at) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (sha256_hex) DO UPDATE SET size = plugin_blobs.size",
+        )
+        .bind(&record.sha256_hex)
+        .bind(&wasm)
+        .bind(size)
+        .bind(record.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        sqlx::query(concat!(
+            "INSERT INTO plugins (",
+            plugin_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ))
+        .bind(record.id)
+        .bind(&record.name)
+        .bind(&record.version)
+        .bind(&record.sha256_hex)
+        .bind(size)
+        .bind(&record.description)
+        .bind(&record.input_schema)
+        .bind(&record.output_schema)
+        .bind(&record.limits)
+        .bind(record.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            StoreError::from_sqlx_unique(e, plugin_conflict(&record.name, &record.version))
+        })?;
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok(record)
+    }
+
+    async fn get_plugin(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<PluginRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            plugin_columns!(),
+            " FROM plugins WHERE name = $1 AND version = $2"
+        ))
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        row.as_ref().map(plugin).transpose()
+    }
+
+    async fn list_plugins(&self) -> Result<Vec<PluginRecord>, StoreError> {
+        // Byte-wise name order, as SQLite's.
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            plugin_columns!(),
+            " FROM plugins ORDER BY name COLLATE \"C\", created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(plugin).collect()
+    }
+
+    async fn plugin_wasm(&self, sha256_hex: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        sqlx::query_scalar("SELECT wasm FROM plugin_blobs WHERE sha256_hex = $1")
+            .bind(sha256_hex)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)
+    }
+
+    async fn delete_plugin(&self, name: &str, version: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        let found: Option<(Uuid, String)> =
+            sqlx::query_as("SELECT id, sha256_hex FROM plugins WHERE name = $1 AND version = $2")
+                .bind(name)
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+        let Some((id, sha256_hex)) = found else {
+            return Err(StoreError::NotFound);
+        };
+        // The blob first (see above); it exists while this version references it.
+        sqlx::query("SELECT 1 FROM plugin_blobs WHERE sha256_hex = $1 FOR UPDATE")
+            .bind(&sha256_hex)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        let done = sqlx::query("DELETE FROM plugins WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        if done.rows_affected() == 0 {
+            // Deleted by someone else in the meantime.
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query(
+            "DELETE FROM plugin_blobs WHERE sha256_hex = $1 \
+             AND NOT EXISTS (SELECT 1 FROM plugins WHERE sha256_hex = $1)",
+        )
+        .bind(&sha256_hex)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        tx.commit().await.map_err(StoreError::from_sqlx)
     }
 }

@@ -3,6 +3,7 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
 
+use crate::StoreError;
 use crate::filter::Filter;
 
 /// A workflow definition to insert. The store validates nothing in it beyond uniqueness.
@@ -92,6 +93,69 @@ pub struct TokenRecord {
     pub role: String,
     pub sha256_hex: String,
     pub created_at: DateTime<Utc>,
+}
+
+/// A Wasm step plugin version to store, with its component bytes. The store neither computes
+/// nor checks `sha256_hex` (the caller hashes `wasm`), nor parses the component.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPlugin {
+    pub name: String,
+    pub version: String,
+    /// SHA-256 of `wasm`, lowercase hex: the key of the (shared) stored bytes.
+    pub sha256_hex: String,
+    pub wasm: Vec<u8>,
+    pub description: String,
+    pub input_schema: serde_json::Value,
+    pub output_schema: serde_json::Value,
+    pub limits: Option<serde_json::Value>,
+}
+
+/// A stored plugin version, without its bytes (see [`crate::Store::plugin_wasm`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub version: String,
+    pub sha256_hex: String,
+    /// Length of the component in bytes.
+    pub wasm_size: u64,
+    pub description: String,
+    pub input_schema: serde_json::Value,
+    pub output_schema: serde_json::Value,
+    pub limits: Option<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl NewPlugin {
+    /// The record [`crate::Store::insert_plugin`] writes (new id, `created_at` now), and the
+    /// bytes, which go to their own table.
+    pub(crate) fn into_record(self) -> (PluginRecord, Vec<u8>) {
+        let record = PluginRecord {
+            id: new_id(),
+            name: self.name,
+            version: self.version,
+            sha256_hex: self.sha256_hex,
+            wasm_size: self.wasm.len() as u64,
+            description: self.description,
+            input_schema: self.input_schema,
+            output_schema: self.output_schema,
+            limits: self.limits,
+            created_at: now(),
+        };
+        (record, self.wasm)
+    }
+}
+
+/// A size as the database stores it (`BIGINT` / 64-bit `INTEGER`).
+pub(crate) fn encode_size(size: u64) -> Result<i64, StoreError> {
+    i64::try_from(size).map_err(|_| {
+        StoreError::Database(sqlx::Error::Encode(format!("size {size} too large").into()))
+    })
+}
+
+/// A size read back from the database (the schema forbids negative ones).
+pub(crate) fn decode_size(size: i64) -> Result<u64, StoreError> {
+    u64::try_from(size).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
 }
 
 /// The current time as the store records it: UTC, truncated to microseconds (PostgreSQL's

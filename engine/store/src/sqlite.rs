@@ -20,10 +20,10 @@ use crate::connect::{ACQUIRE_TIMEOUT, ConnectOptions, invalid_url, wait_until_re
 use crate::filter::FilterValue;
 use crate::filter::sql::{Dialect, push_definition_where, push_page};
 use crate::migration::{MIGRATIONS_TABLE, MigrationStatus, SQLITE_MIGRATOR, migration_error};
-use crate::records::{new_id, now};
+use crate::records::{decode_size, encode_size, new_id, now};
 use crate::{
-    Backend, DefinitionQuery, DefinitionRecord, DefinitionUpdate, NewDefinition, NewToken, Page,
-    Store, StoreError, TokenRecord,
+    Backend, DefinitionQuery, DefinitionRecord, DefinitionUpdate, NewDefinition, NewPlugin,
+    NewToken, Page, PluginRecord, Store, StoreError, TokenRecord,
 };
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,6 +37,13 @@ macro_rules! definition_columns {
 macro_rules! token_columns {
     () => {
         "id, name, role, sha256_hex, created_at"
+    };
+}
+
+macro_rules! plugin_columns {
+    () => {
+        "id, name, version, sha256_hex, wasm_size, description, input_schema, output_schema, \
+         limits, created_at"
     };
 }
 
@@ -151,6 +158,25 @@ fn token(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
         sha256_hex: row.try_get("sha256_hex")?,
         created_at: row.try_get("created_at")?,
     })
+}
+
+fn plugin(row: &SqliteRow) -> Result<PluginRecord, StoreError> {
+    Ok(PluginRecord {
+        id: row.try_get::<Hyphenated, _>("id")?.into_uuid(),
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        sha256_hex: row.try_get("sha256_hex")?,
+        wasm_size: decode_size(row.try_get("wasm_size")?)?,
+        description: row.try_get("description")?,
+        input_schema: row.try_get("input_schema")?,
+        output_schema: row.try_get("output_schema")?,
+        limits: row.try_get("limits")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn plugin_conflict(name: &str, version: &str) -> impl FnOnce(&str) -> String {
+    move |_| format!("a plugin named {name:?} with version {version:?} exists")
 }
 
 fn definition_conflict(name: &str, version: &str) -> impl FnOnce(&str) -> String {
@@ -478,6 +504,112 @@ impl Store for SqliteStore {
             return Err(StoreError::NotFound);
         }
         Ok(())
+    }
+
+    async fn insert_plugin(&self, new: NewPlugin) -> Result<PluginRecord, StoreError> {
+        let (record, wasm) = new.into_record();
+        let size = encode_size(record.wasm_size)?;
+        // Both statements write, so the transaction holds SQLite's write lock from its first
+        // statement: no other writer can slip in between.
+        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        sqlx::query(
+            "INSERT INTO plugin_blobs (sha256_hex, wasm, size, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (sha256_hex) DO NOTHING",
+        )
+        .bind(&record.sha256_hex)
+        .bind(&wasm)
+        .bind(size)
+        .bind(encode_time(&record.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        sqlx::query(concat!(
+            "INSERT INTO plugins (",
+            plugin_columns!(),
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(record.id.hyphenated())
+        .bind(&record.name)
+        .bind(&record.version)
+        .bind(&record.sha256_hex)
+        .bind(size)
+        .bind(&record.description)
+        .bind(&record.input_schema)
+        .bind(&record.output_schema)
+        .bind(&record.limits)
+        .bind(encode_time(&record.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            StoreError::from_sqlx_unique(e, plugin_conflict(&record.name, &record.version))
+        })?;
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok(record)
+    }
+
+    async fn get_plugin(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<PluginRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            plugin_columns!(),
+            " FROM plugins WHERE name = ? AND version = ?"
+        ))
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        row.as_ref().map(plugin).transpose()
+    }
+
+    async fn list_plugins(&self) -> Result<Vec<PluginRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            plugin_columns!(),
+            " FROM plugins ORDER BY name, created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(plugin).collect()
+    }
+
+    async fn plugin_wasm(&self, sha256_hex: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        sqlx::query_scalar("SELECT wasm FROM plugin_blobs WHERE sha256_hex = ?")
+            .bind(sha256_hex)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)
+    }
+
+    async fn delete_plugin(&self, name: &str, version: &str) -> Result<(), StoreError> {
+        // Writes first, so the transaction holds SQLite's write lock throughout and the
+        // "unreferenced?" check below cannot race another insert.
+        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        let sha256_hex: Option<String> = sqlx::query_scalar(
+            "DELETE FROM plugins WHERE name = ? AND version = ? RETURNING sha256_hex",
+        )
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let Some(sha256_hex) = sha256_hex else {
+            return Err(StoreError::NotFound);
+        };
+        sqlx::query(
+            "DELETE FROM plugin_blobs WHERE sha256_hex = ? \
+             AND NOT EXISTS (SELECT 1 FROM plugins WHERE sha256_hex = ?)",
+        )
+        .bind(&sha256_hex)
+        .bind(&sha256_hex)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        tx.commit().await.map_err(StoreError::from_sqlx)
     }
 }
 

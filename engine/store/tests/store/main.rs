@@ -6,4 +6,5 @@ mod support;
 mod connecting;
 mod definitions;
 mod filters;
+mod plugins;
 mod tokens;
