@@ -3,6 +3,10 @@
 //! Commands:
 //! - `plugins [--check]`: build every plugin under `plugins/` into `target/plugins/<name>.wasm`
 //!   and, with `--check`, verify that each is a component of the `weft:step@1.0.0` world.
+//! - `serve [ARGS...]`: build the plugins, then run `weft serve --plugins-dir target/plugins`
+//!   (embedded SQLite under `./weft-data`); extra arguments go to `weft serve`.
+//! - `test [ARGS...]`: build and check the plugins once, then run the whole test suite
+//!   (`cargo test --workspace`; extra arguments go to it). CI runs exactly this.
 
 mod component;
 mod plugins;
@@ -15,7 +19,10 @@ usage: cargo xtask <command>
 
 commands:
   plugins [--check]   build plugins/* for wasm32-wasip2 into target/plugins/<name>.wasm;
-                      --check also verifies that each is a weft:step@1.0.0 component";
+                      --check also verifies that each is a weft:step@1.0.0 component
+  serve [ARGS...]     build the plugins and run the server with them loaded
+                      (SQLite in ./weft-data, http://127.0.0.1:8080); ARGS go to `weft serve`
+  test [ARGS...]      build the plugins once, then run every test (cargo test --workspace)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,6 +30,8 @@ fn main() -> ExitCode {
     let result = match args.as_slice() {
         ["plugins"] => plugins::run(&workspace_root(), plugins::Mode::Build),
         ["plugins", "--check"] => plugins::run(&workspace_root(), plugins::Mode::BuildAndCheck),
+        ["serve", rest @ ..] => serve(&workspace_root(), rest),
+        ["test", rest @ ..] => test(&workspace_root(), rest),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             Ok(())
@@ -39,6 +48,45 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Build the plugins, then run `weft serve` with them loaded.
+fn serve(root: &Path, args: &[&str]) -> anyhow::Result<()> {
+    plugins::run(root, plugins::Mode::Build)?;
+    let plugins_dir = root.join("target").join("plugins");
+    let status = std::process::Command::new(cargo())
+        .current_dir(root)
+        .args([
+            "run",
+            "--package",
+            "weft",
+            "--bin",
+            "weft",
+            "--",
+            "serve",
+            "--plugins-dir",
+        ])
+        .arg(&plugins_dir)
+        .args(args)
+        .status()?;
+    anyhow::ensure!(status.success(), "weft serve exited with {status}");
+    Ok(())
+}
+
+/// Build and check the plugins once, then run the whole test suite.
+fn test(root: &Path, args: &[&str]) -> anyhow::Result<()> {
+    plugins::run(root, plugins::Mode::BuildAndCheck)?;
+    let status = std::process::Command::new(cargo())
+        .current_dir(root)
+        .args(["test", "--workspace"])
+        .args(args)
+        .status()?;
+    anyhow::ensure!(status.success(), "the test suite failed ({status})");
+    Ok(())
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
 }
 
 /// The workspace root: xtask lives in `<root>/xtask`.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use weft_store::{ConnectOptions, Store, StoreError};
 
@@ -14,6 +15,8 @@ use crate::auth::Authenticator;
 use crate::config::{Config, defaults};
 use crate::definitions::Definitions;
 use crate::http::{self, AppState, HttpOptions};
+use crate::plugins::{PluginRegistry, RegistryOptions};
+use weft_runtime::{Runtime, RuntimeConfig};
 
 /// Why the application could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,9 @@ pub enum AppError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The Wasm runtime could not start.
+    #[error("Wasm runtime: {0}")]
+    Runtime(weft_runtime::RuntimeError),
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Serve(std::io::Error),
@@ -65,11 +71,18 @@ pub struct Application {
     router: axum::Router,
     store: Arc<dyn Store>,
     shutdown_timeout: Duration,
+    /// Cancels the application's own background tasks.
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
 }
 
 impl Application {
     /// Connect (with bounded retries), migrate (or check), wire services, bind the listener.
+    /// Background tasks start now and stop when the application's shutdown token is cancelled
+    /// (by [`Application::run_until_stopped`]'s caller).
     pub async fn build(config: Config) -> Result<Application, AppError> {
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
         if config.database_url.expose().starts_with("sqlite:") {
             std::fs::create_dir_all(&config.data_dir).map_err(|source| AppError::DataDir {
                 path: config.data_dir.display().to_string(),
@@ -104,10 +117,29 @@ impl Application {
         }
         tracing::info!(database = %url, "database ready");
 
+        let mut runtime_config =
+            RuntimeConfig::new(config.data_dir.join("cache").join("components"));
+        runtime_config.defaults = config.step_limits.clone();
+        runtime_config.maxima = config.max_step_limits.clone();
+        let runtime = Runtime::new(runtime_config, shutdown.clone()).map_err(AppError::Runtime)?;
+        let plugins = PluginRegistry::start(
+            runtime,
+            store.clone(),
+            RegistryOptions {
+                plugins_dir: config.plugins_dir.clone(),
+                poll_interval: config.plugins_poll_interval,
+                maxima: config.max_step_limits.clone(),
+            },
+        )
+        .await
+        .map_err(db_error)?;
+        tasks.spawn(plugins.clone().watch_directory(shutdown.clone()));
+
         let state = AppState {
             definitions: Definitions::new(store.clone()),
             auth: Authenticator::new(config.tokens.clone(), store.clone()),
             store: store.clone(),
+            plugins,
         };
         if !state.auth.enabled() {
             tracing::warn!("no API token configured: authentication is off (loopback only)");
@@ -117,6 +149,7 @@ impl Application {
             &HttpOptions {
                 max_body_bytes: config.max_body_bytes,
                 cors_origins: config.cors_origins.clone(),
+                max_plugin_bytes: config.plugin_max_bytes,
             },
         );
         let listener = TcpListener::bind(config.http_addr)
@@ -135,6 +168,8 @@ impl Application {
             router,
             store,
             shutdown_timeout: config.shutdown_timeout,
+            shutdown,
+            tasks,
         })
     }
 
@@ -150,7 +185,16 @@ impl Application {
 
     /// Serve until `shutdown` is cancelled; then stop accepting, let in-flight requests finish
     /// within the shutdown timeout, and close the database pool.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
+    pub async fn run_until_stopped(mut self, shutdown: CancellationToken) -> Result<(), AppError> {
+        // The caller's token stops everything the application started.
+        let own = self.shutdown.clone();
+        let caller = shutdown.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = caller.cancelled() => own.cancel(),
+                () = own.cancelled() => {}
+            }
+        });
         tracing::info!(address = %self.address, "HTTP API listening");
         let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
@@ -169,6 +213,16 @@ impl Application {
                 }
             }
         };
+        self.shutdown.cancel();
+        if tokio::time::timeout(self.shutdown_timeout, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!("background tasks did not stop in time; aborting them");
+            self.tasks.abort_all();
+        }
         self.store.close().await;
         tracing::info!("stopped");
         match result {

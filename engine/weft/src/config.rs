@@ -14,6 +14,8 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use weft_runtime::Limits;
+
 use crate::auth::{Role, TokenHash};
 
 /// The defaults, in one place.
@@ -32,6 +34,10 @@ pub mod defaults {
     pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
     /// Database connection pool size.
     pub const DB_MAX_CONNECTIONS: u32 = 16;
+    /// Largest accepted plugin upload (Python and JavaScript components are 12-20 MB).
+    pub const PLUGIN_MAX_BYTES: usize = 64 * 1024 * 1024;
+    /// Seconds between checks of the plugins directory.
+    pub const PLUGINS_POLL_INTERVAL_SECS: u64 = 2;
 }
 
 /// Flags of `weft serve`. Every flag also reads a `WEFT_*` environment variable.
@@ -81,6 +87,30 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "WEFT_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// Largest accepted plugin upload, in bytes.
+    #[arg(long, env = "WEFT_PLUGIN_MAX_BYTES", value_name = "BYTES")]
+    pub plugin_max_bytes: Option<usize>,
+    /// Seconds between checks of the plugins directory for changes (0: only on demand).
+    #[arg(long, env = "WEFT_PLUGINS_POLL_INTERVAL", value_name = "SECS")]
+    pub plugins_poll_interval: Option<u64>,
+    /// Default memory cap of a step, in bytes.
+    #[arg(long, env = "WEFT_STEP_MEMORY_BYTES", value_name = "BYTES")]
+    pub step_memory_bytes: Option<u64>,
+    /// Default wall-clock time-out of a step, in milliseconds.
+    #[arg(long, env = "WEFT_STEP_TIMEOUT_MS", value_name = "MS")]
+    pub step_timeout_ms: Option<u64>,
+    /// Default fuel budget of a step (unset: unmetered, the time-out still applies).
+    #[arg(long, env = "WEFT_STEP_FUEL", value_name = "FUEL")]
+    pub step_fuel: Option<u64>,
+    /// Hard cap on any step's memory, in bytes.
+    #[arg(long, env = "WEFT_MAX_STEP_MEMORY_BYTES", value_name = "BYTES")]
+    pub max_step_memory_bytes: Option<u64>,
+    /// Hard cap on any step's time-out, in milliseconds.
+    #[arg(long, env = "WEFT_MAX_STEP_TIMEOUT_MS", value_name = "MS")]
+    pub max_step_timeout_ms: Option<u64>,
+    /// Hard cap on any step's fuel.
+    #[arg(long, env = "WEFT_MAX_STEP_FUEL", value_name = "FUEL")]
+    pub max_step_fuel: Option<u64>,
 }
 
 /// The configuration file's shape. Unknown keys are an error.
@@ -98,6 +128,14 @@ struct FileConfig {
     db_connect_timeout_secs: Option<u64>,
     max_body_bytes: Option<usize>,
     log_format: Option<String>,
+    plugin_max_bytes: Option<usize>,
+    plugins_poll_interval_secs: Option<u64>,
+    step_memory_bytes: Option<u64>,
+    step_timeout_ms: Option<u64>,
+    step_fuel: Option<u64>,
+    max_step_memory_bytes: Option<u64>,
+    max_step_timeout_ms: Option<u64>,
+    max_step_fuel: Option<u64>,
     #[serde(default)]
     cors: Option<FileCors>,
     #[serde(default)]
@@ -178,6 +216,14 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Log format.
     pub log_format: LogFormat,
+    /// Largest accepted plugin upload.
+    pub plugin_max_bytes: usize,
+    /// Plugins directory polling (`None`: only on demand).
+    pub plugins_poll_interval: Option<Duration>,
+    /// Limits of a step when its plugin sets none.
+    pub step_limits: Limits,
+    /// Hard caps on every step's limits.
+    pub max_step_limits: Limits,
 }
 
 /// A database URL whose `Debug` hides the password.
@@ -227,10 +273,11 @@ impl Config {
     /// Merge flags/env (already in `args`), the optional file and defaults; validate.
     /// `admin_token` is the value of `WEFT_ADMIN_TOKEN`, if set.
     pub fn load(args: &ServeArgs, admin_token: Option<String>) -> Result<Config, ConfigError> {
-        let file = match &args.config {
+        let mut file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let (step_limits, max_step_limits) = step_limits(args, &file)?;
 
         let http_addr = parse_addr(
             "--http-addr (WEFT_HTTP_ADDR)",
@@ -306,7 +353,7 @@ impl Config {
                 hash: TokenHash::of(token.trim()),
             });
         }
-        for (i, t) in file.tokens.into_iter().enumerate() {
+        for (i, t) in std::mem::take(&mut file.tokens).into_iter().enumerate() {
             let option = format!("tokens[{i}]");
             let role: Role = t
                 .role
@@ -383,6 +430,21 @@ impl Config {
             ));
         }
 
+        let plugin_max_bytes = args
+            .plugin_max_bytes
+            .or(file.plugin_max_bytes)
+            .unwrap_or(defaults::PLUGIN_MAX_BYTES);
+        if plugin_max_bytes < 1024 {
+            return Err(ConfigError::new(
+                "--plugin-max-bytes (WEFT_PLUGIN_MAX_BYTES)",
+                "must be at least 1024",
+            ));
+        }
+        let poll = args
+            .plugins_poll_interval
+            .or(file.plugins_poll_interval_secs)
+            .unwrap_or(defaults::PLUGINS_POLL_INTERVAL_SECS);
+
         Ok(Config {
             http_addr,
             grpc_addr,
@@ -397,6 +459,10 @@ impl Config {
             db_connect_timeout: Duration::from_secs(db_connect_timeout),
             max_body_bytes,
             log_format,
+            plugin_max_bytes,
+            plugins_poll_interval: (poll > 0).then(|| Duration::from_secs(poll)),
+            step_limits,
+            max_step_limits,
         })
     }
 
@@ -416,6 +482,10 @@ impl Config {
             db_connect_timeout: Duration::from_secs(defaults::DB_CONNECT_TIMEOUT_SECS),
             max_body_bytes: defaults::MAX_BODY_BYTES,
             log_format: LogFormat::Text,
+            plugin_max_bytes: defaults::PLUGIN_MAX_BYTES,
+            plugins_poll_interval: None,
+            step_limits: Limits::default(),
+            max_step_limits: Limits::default_maxima(),
         }
     }
 
@@ -423,6 +493,68 @@ impl Config {
     pub fn auth_enabled(&self) -> bool {
         !self.tokens.is_empty()
     }
+}
+
+/// Default and maximum step limits; a default above its maximum is an error.
+fn step_limits(args: &ServeArgs, file: &FileConfig) -> Result<(Limits, Limits), ConfigError> {
+    let base = Limits::default();
+    let caps = Limits::default_maxima();
+    let maxima = Limits {
+        memory_bytes: args
+            .max_step_memory_bytes
+            .or(file.max_step_memory_bytes)
+            .unwrap_or(caps.memory_bytes),
+        fuel: args.max_step_fuel.or(file.max_step_fuel).or(caps.fuel),
+        timeout: args
+            .max_step_timeout_ms
+            .or(file.max_step_timeout_ms)
+            .map(Duration::from_millis)
+            .unwrap_or(caps.timeout),
+        ..caps
+    };
+    let limits = Limits {
+        memory_bytes: args
+            .step_memory_bytes
+            .or(file.step_memory_bytes)
+            .unwrap_or(base.memory_bytes.min(maxima.memory_bytes)),
+        fuel: args.step_fuel.or(file.step_fuel).or(base.fuel),
+        timeout: args
+            .step_timeout_ms
+            .or(file.step_timeout_ms)
+            .map(Duration::from_millis)
+            .unwrap_or(base.timeout.min(maxima.timeout)),
+        ..base
+    };
+    let over = |option: &str, what: &str| {
+        ConfigError::new(option, format!("is above the maximum {what} of a step"))
+    };
+    if limits.memory_bytes > maxima.memory_bytes {
+        return Err(over(
+            "--step-memory-bytes (WEFT_STEP_MEMORY_BYTES)",
+            "memory",
+        ));
+    }
+    if limits.timeout > maxima.timeout {
+        return Err(over("--step-timeout-ms (WEFT_STEP_TIMEOUT_MS)", "time-out"));
+    }
+    if let (Some(fuel), Some(cap)) = (limits.fuel, maxima.fuel)
+        && fuel > cap
+    {
+        return Err(over("--step-fuel (WEFT_STEP_FUEL)", "fuel"));
+    }
+    if limits.memory_bytes < 1 << 20 {
+        return Err(ConfigError::new(
+            "--step-memory-bytes (WEFT_STEP_MEMORY_BYTES)",
+            "must be at least 1 MiB",
+        ));
+    }
+    if limits.timeout.is_zero() {
+        return Err(ConfigError::new(
+            "--step-timeout-ms (WEFT_STEP_TIMEOUT_MS)",
+            "must be at least 1 ms",
+        ));
+    }
+    Ok((limits, maxima))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod definitions;
 pub mod http;
+pub mod plugins;
 pub mod telemetry;
 
 pub use app::{AppError, Application};

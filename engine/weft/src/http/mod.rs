@@ -23,6 +23,7 @@ use weft_store::Store;
 
 use crate::auth::{AuthError, Authenticator, Role};
 use crate::definitions::Definitions;
+use crate::plugins::PluginRegistry;
 pub use error::ApiError;
 
 /// What handlers share. Cheap to clone.
@@ -34,6 +35,8 @@ pub struct AppState {
     pub auth: Authenticator,
     /// The store, for readiness checks.
     pub store: Arc<dyn Store>,
+    /// Step plugins.
+    pub plugins: PluginRegistry,
 }
 
 /// HTTP settings taken from the configuration.
@@ -43,11 +46,13 @@ pub struct HttpOptions {
     pub max_body_bytes: usize,
     /// CORS origin allowlist (empty: CORS off).
     pub cors_origins: Vec<String>,
+    /// Largest accepted plugin upload.
+    pub max_plugin_bytes: usize,
 }
 
 /// Build the whole router.
 pub fn router(state: AppState, options: &HttpOptions) -> Router {
-    let api = routes::api()
+    let api = routes::api(options)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
@@ -102,11 +107,16 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// The least role a request needs: reads need `read`, changes `write`, tokens `admin`.
+/// The least role a request needs: reads need `read`, changes `write`; tokens and plugin
+/// management (upload, delete, reload) need `admin`.
 fn required_role(method: &Method, path: &str) -> Role {
-    if path.starts_with("/tokens") || path.starts_with("/api/v1/tokens") {
+    let path = path.strip_prefix("/api/v1").unwrap_or(path);
+    let read = method == Method::GET || method == Method::HEAD;
+    if path.starts_with("/tokens")
+        || (path.starts_with("/plugins") && !read && !path.ends_with("/invoke"))
+    {
         Role::Admin
-    } else if method == Method::GET || method == Method::HEAD {
+    } else if read {
         Role::Read
     } else {
         Role::Write
@@ -187,5 +197,18 @@ mod tests {
             Role::Write
         );
         assert_eq!(required_role(&Method::GET, "/tokens"), Role::Admin);
+        assert_eq!(required_role(&Method::POST, "/plugins"), Role::Admin);
+        assert_eq!(
+            required_role(&Method::DELETE, "/plugins/add/1.0.0"),
+            Role::Admin
+        );
+        assert_eq!(
+            required_role(&Method::POST, "/plugins/add/1.0.0/invoke"),
+            Role::Write
+        );
+        assert_eq!(
+            required_role(&Method::GET, "/plugins/add/1.0.0/wasm"),
+            Role::Read
+        );
     }
 }

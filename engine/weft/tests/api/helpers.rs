@@ -25,6 +25,8 @@ pub struct TestApp {
     /// Sent as a bearer token when set.
     pub token: Option<String>,
     shutdown: CancellationToken,
+    server: Option<tokio::task::JoinHandle<Result<(), weft::AppError>>>,
+    config: Config,
     _database: TestDatabase,
     _data_dir: tempfile::TempDir,
 }
@@ -70,23 +72,55 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Config)) 
     let data_dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::for_tests(data_dir.path(), &database.url);
     adjust(&mut config);
-    let app = Application::build(config)
-        .await
-        .expect("the application builds");
-    let address = app.address();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let (address, shutdown, server) = start(config.clone()).await;
     TestApp {
         address,
         client: reqwest::Client::new(),
         token: None,
         shutdown,
+        server: Some(server),
+        config,
         _database: database,
         _data_dir: data_dir,
     }
 }
 
+type Started = (
+    SocketAddr,
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), weft::AppError>>,
+);
+
+async fn start(config: Config) -> Started {
+    let app = Application::build(config)
+        .await
+        .expect("the application builds");
+    let address = app.address();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    (address, shutdown, server)
+}
+
 impl TestApp {
+    /// Stop the server and start a new one on the same database and data directory.
+    pub async fn restart(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("clean stop");
+        }
+        let mut config = self.config.clone();
+        config.http_addr.set_port(0);
+        let (address, shutdown, server) = start(config).await;
+        self.address = address;
+        self.shutdown = shutdown;
+        self.server = Some(server);
+    }
+
+    /// The data directory of this app.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data_dir.path()
+    }
+
     /// `http://127.0.0.1:PORT` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.address, path)
@@ -191,6 +225,20 @@ pub fn issues(body: &Value) -> Vec<(String, String)> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The bytes of a plugin built by `cargo xtask plugins`.
+pub fn plugin_bytes(name: &str) -> Vec<u8> {
+    let path = plugin_path(name);
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask plugins` first", path.display()))
+}
+
+/// Where `cargo xtask plugins` puts a plugin.
+pub fn plugin_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/plugins")
+        .join(format!("{name}.wasm"))
 }
 
 /// A small valid definition: two task steps.

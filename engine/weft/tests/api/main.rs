@@ -7,5 +7,6 @@ mod auth;
 mod definitions;
 mod errors;
 mod health;
+mod plugins;
 mod search;
 mod validation;

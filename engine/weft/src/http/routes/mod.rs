@@ -2,16 +2,18 @@
 
 mod definitions;
 mod health;
+mod plugins;
 mod tokens;
 
 use axum::Router;
 
-use super::AppState;
+use super::{AppState, HttpOptions};
 
 /// Routes under `/api/v1` (authenticated).
-pub fn api() -> Router<AppState> {
+pub fn api(options: &HttpOptions) -> Router<AppState> {
     Router::new()
         .merge(definitions::routes())
+        .merge(plugins::routes(options.max_plugin_bytes))
         .merge(tokens::routes())
 }
 
