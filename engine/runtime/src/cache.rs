@@ -1,5 +1,11 @@
 //! The disk cache of compiled components: one file per (wasm sha256, engine compatibility hash),
-//! written atomically (temp file + rename) and checked against its own digest before use.
+//! written atomically (temp file + rename) and checked before use.
+//!
+//! A file is the artifact exactly as wasmtime serialised it (an ELF image, so that
+//! `Component::deserialize_file` can map it) followed by a trailer: the CRC-32 and length of the
+//! artifact, then a magic number. ELF readers ignore bytes past the image.
+//! The CRC catches truncation and corruption; it is no defence against someone who can write to
+//! the cache directory, which must be as private as the binary.
 //! All functions here block: call them from a blocking thread.
 
 use std::fs;
@@ -7,20 +13,18 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sha2::{Digest, Sha256};
-
-/// File header: magic and format version, then the sha256 of the artifact that follows.
 const MAGIC: &[u8; 8] = b"WEFTCWM1";
-const HEADER: usize = MAGIC.len() + 32;
+/// CRC-32 (4 bytes LE), artifact length (8 bytes LE), magic.
+const TRAILER: usize = 4 + 8 + MAGIC.len();
 
-/// A cached file that must not be used (it is deleted by the caller and recompiled).
+/// A cached file that must not be used (the caller deletes it and recompiles).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Rejected {
     #[error("cannot read: {0}")]
     Io(#[from] io::Error),
-    #[error("not a Weft artifact file (bad header)")]
-    BadHeader,
-    #[error("digest mismatch (truncated or corrupted)")]
+    #[error("not a Weft artifact file (bad trailer)")]
+    BadTrailer,
+    #[error("checksum mismatch (corrupted)")]
     Corrupt,
 }
 
@@ -44,26 +48,33 @@ impl DiskCache {
             .join(format!("{wasm_sha256}-{}.cwasm", self.engine_hash))
     }
 
-    /// The verified artifact for this wasm, `Ok(None)` when there is none.
-    pub(crate) fn read(&self, wasm_sha256: &str) -> Result<Option<Vec<u8>>, Rejected> {
-        let mut bytes = match fs::read(self.path(wasm_sha256)) {
+    /// The path of a complete, intact artifact file for this wasm, with the artifact's size;
+    /// `Ok(None)` when there is none.
+    pub(crate) fn verified(&self, wasm_sha256: &str) -> Result<Option<(PathBuf, u64)>, Rejected> {
+        let path = self.path(wasm_sha256);
+        let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        if bytes.len() < HEADER || &bytes[..MAGIC.len()] != MAGIC {
-            return Err(Rejected::BadHeader);
+        let Some(split) = bytes.len().checked_sub(TRAILER) else {
+            return Err(Rejected::BadTrailer);
+        };
+        let (artifact, trailer) = bytes.split_at(split);
+        let crc = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes"));
+        let len = u64::from_le_bytes(trailer[4..12].try_into().expect("8 bytes"));
+        if &trailer[12..] != MAGIC || len != artifact.len() as u64 {
+            return Err(Rejected::BadTrailer);
         }
-        let digest = Sha256::digest(&bytes[HEADER..]);
-        if digest[..] != bytes[MAGIC.len()..HEADER] {
+        if crc32fast::hash(artifact) != crc {
             return Err(Rejected::Corrupt);
         }
-        bytes.drain(..HEADER);
-        Ok(Some(bytes))
+        Ok(Some((path, len)))
     }
 
-    /// Writes the artifact under a temporary name, syncs it, then renames it into place, so a
-    /// reader sees either no file or a complete one.
+    /// Writes the artifact and its trailer under a temporary name, syncs it, then renames it into
+    /// place, so a reader sees either no file or a complete one (and a file, once in place, is
+    /// never modified: a mapping of it stays valid).
     pub(crate) fn write(&self, wasm_sha256: &str, artifact: &[u8]) -> io::Result<()> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let tmp = self.dir.join(format!(
@@ -73,9 +84,10 @@ impl DiskCache {
         ));
         let result = (|| {
             let mut f = fs::File::create(&tmp)?;
-            f.write_all(MAGIC)?;
-            f.write_all(&Sha256::digest(artifact))?;
             f.write_all(artifact)?;
+            f.write_all(&crc32fast::hash(artifact).to_le_bytes())?;
+            f.write_all(&(artifact.len() as u64).to_le_bytes())?;
+            f.write_all(MAGIC)?;
             f.sync_all()?;
             fs::rename(&tmp, self.path(wasm_sha256))
         })();
@@ -103,9 +115,11 @@ mod tests {
     #[test]
     fn round_trips_and_leaves_no_temp_files() {
         let (dir, c) = cache();
-        assert!(c.read("abc").unwrap().is_none());
+        assert!(c.verified("abc").unwrap().is_none());
         c.write("abc", b"artifact").unwrap();
-        assert_eq!(c.read("abc").unwrap().unwrap(), b"artifact");
+        let (path, len) = c.verified("abc").unwrap().unwrap();
+        assert_eq!(len, 8);
+        assert!(fs::read(&path).unwrap().starts_with(b"artifact"));
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -114,18 +128,26 @@ mod tests {
     }
 
     #[test]
-    fn rejects_corrupt_and_foreign_files() {
+    fn rejects_corrupt_truncated_and_foreign_files() {
         let (_dir, c) = cache();
         c.write("abc", b"artifact").unwrap();
         let path = c.path("abc");
-        let mut bytes = fs::read(&path).unwrap();
-        *bytes.last_mut().unwrap() ^= 1;
-        fs::write(&path, &bytes).unwrap();
-        assert!(matches!(c.read("abc"), Err(Rejected::Corrupt)));
+        let good = fs::read(&path).unwrap();
+
+        let mut flipped = good.clone();
+        flipped[0] ^= 1;
+        fs::write(&path, &flipped).unwrap();
+        assert!(matches!(c.verified("abc"), Err(Rejected::Corrupt)));
+
+        fs::write(&path, &good[1..]).unwrap();
+        assert!(matches!(c.verified("abc"), Err(Rejected::BadTrailer)));
+        fs::write(&path, &good[..good.len() - 1]).unwrap();
+        assert!(matches!(c.verified("abc"), Err(Rejected::BadTrailer)));
         fs::write(&path, b"\x7fELF not ours").unwrap();
-        assert!(matches!(c.read("abc"), Err(Rejected::BadHeader)));
+        assert!(matches!(c.verified("abc"), Err(Rejected::BadTrailer)));
+
         c.remove("abc");
-        assert!(c.read("abc").unwrap().is_none());
+        assert!(c.verified("abc").unwrap().is_none());
     }
 
     #[test]
@@ -134,6 +156,6 @@ mod tests {
         let a = DiskCache::open(dir.path(), "e1".into()).unwrap();
         let b = DiskCache::open(dir.path(), "e2".into()).unwrap();
         a.write("abc", b"x").unwrap();
-        assert!(b.read("abc").unwrap().is_none());
+        assert!(b.verified("abc").unwrap().is_none());
     }
 }

@@ -94,10 +94,11 @@ impl Limits {
     }
 }
 
-/// Capabilities a plugin is explicitly granted. Empty (deny everything) by default; only the
-/// empty set is implemented today: the sandbox has no preopened directories, no environment, no
-/// arguments, no sockets and no name lookup. Later grants are added here, one field each, and
-/// applied where the WASI context is built (`sandbox.rs`).
+/// Capabilities a plugin is explicitly granted (`LoadedPlugin::grants`). Empty (deny everything)
+/// by default; only the empty set is implemented today: the sandbox has no preopened directories,
+/// no environment, no arguments, no sockets and no name lookup. Later grants (a directory, an
+/// environment variable, an outbound host) are added here, one field each, and applied where the
+/// WASI context is built (`HostState::new` in `sandbox.rs`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Grants {}

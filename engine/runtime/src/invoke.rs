@@ -64,7 +64,6 @@ pub(crate) struct Usage {
 pub(crate) struct Sandbox<'a> {
     pub(crate) engine: &'a Engine,
     pub(crate) shutdown: &'a CancellationToken,
-    pub(crate) grants: &'a Grants,
     /// One permit per instance that may exist at once (the pool's size).
     pub(crate) slots: &'a tokio::sync::Semaphore,
 }
@@ -72,9 +71,11 @@ pub(crate) struct Sandbox<'a> {
 impl Sandbox<'_> {
     /// Instantiates `pre` in a fresh store under `limits` and makes one call. The deadline counts
     /// from `started`. Returns the guest's answer (not yet checked against the output limit).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn call(
         &self,
         pre: &StepPre<HostState>,
+        grants: &Grants,
         call: Call,
         limits: &Limits,
         tags: LogTags,
@@ -101,7 +102,7 @@ impl Sandbox<'_> {
         };
         let mut store = Store::new(
             self.engine,
-            HostState::new(limits.memory_bytes, limits.log_lines, tags, self.grants),
+            HostState::new(limits.memory_bytes, limits.log_lines, tags, grants),
         );
         store.limiter(|s| &mut s.limiter);
         let fuel = limits.fuel.unwrap_or(u64::MAX);

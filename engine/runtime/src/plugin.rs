@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::config::Grants;
 use crate::error::LoadError;
 use crate::sandbox::{HostState, StepPre, WitStepDescription};
 
@@ -19,6 +20,9 @@ pub struct LoadedPlugin {
     pub compiled_size: u64,
     /// True when this `load` compiled nothing (the artifact came from disk or memory).
     pub compiled_from_cache: bool,
+    /// What this plugin may use when invoked: nothing unless the server grants it (`load`
+    /// returns the empty set; grants beyond it are not implemented yet).
+    pub grants: Grants,
     pub(crate) pre: Arc<StepPre<HostState>>,
     pub(crate) tag: Arc<str>,
 }
@@ -31,6 +35,7 @@ impl fmt::Debug for LoadedPlugin {
             .field("wasm_size", &self.wasm_size)
             .field("compiled_size", &self.compiled_size)
             .field("compiled_from_cache", &self.compiled_from_cache)
+            .field("grants", &self.grants)
             .finish_non_exhaustive()
     }
 }

@@ -27,6 +27,14 @@ pub struct Runtime {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     engine: Engine,
     allocator: Allocator,
@@ -38,7 +46,6 @@ struct Inner {
     hot: moka::future::Cache<String, Arc<Prepared>>,
     compile_slots: Arc<Semaphore>,
     instance_slots: Semaphore,
-    grants: Grants,
     shutdown: CancellationToken,
     counters: Counters,
 }
@@ -91,7 +98,6 @@ impl Runtime {
                 .build(),
             compile_slots: Arc::new(Semaphore::new(cfg.max_concurrent_compiles)),
             instance_slots: Semaphore::new(MAX_INSTANCES as usize),
-            grants: Grants::default(),
             shutdown: shutdown.clone(),
             counters: Counters::default(),
         });
@@ -144,6 +150,7 @@ impl Runtime {
             wasm_size: prepared.wasm_size,
             compiled_size: prepared.compiled_size,
             compiled_from_cache: origin != COMPILED,
+            grants: Grants::default(),
             tag: Arc::from(prepared.description.name.as_str()),
             pre: prepared.pre.clone(),
         })
@@ -152,7 +159,7 @@ impl Runtime {
     /// Gets the component from disk or by compiling, links it and describes it. Returns whether
     /// it was compiled.
     async fn prepare(&self, sha256: &str, wasm: &[u8]) -> Result<(Prepared, bool), LoadError> {
-        let obtained = match self.from_disk(sha256).await {
+        let obtained = match self.load_from_disk(sha256).await {
             Some(o) => o,
             None => self.compile(wasm).await?,
         };
@@ -197,28 +204,28 @@ impl Runtime {
 
     /// The verified artifact from the disk cache, if there is a usable one. An unusable file is
     /// deleted (and counted) so that the component is recompiled.
-    async fn from_disk(&self, sha256: &str) -> Option<Obtained> {
+    async fn load_from_disk(&self, sha256: &str) -> Option<Obtained> {
         let (engine, disk, sha) = (
             self.inner.engine.clone(),
             self.inner.disk.clone(),
             sha256.to_string(),
         );
         let found = tokio::task::spawn_blocking(move || {
-            let bytes = match disk.read(&sha) {
-                Ok(Some(bytes)) => bytes,
+            let (path, size) = match disk.verified(&sha) {
+                Ok(Some(found)) => found,
                 Ok(None) => return Ok(None),
                 Err(rejected) => {
                     disk.remove(&sha);
                     return Err(rejected.to_string());
                 }
             };
-            // SAFETY: `deserialize` runs native code from these bytes. They come only from a
-            // file this runtime wrote in its own cache directory, named by the sha256 of the
-            // wasm and the engine's compatibility hash, and they match the digest recorded when
-            // the file was written. wasmtime additionally checks the artifact's header against
-            // this engine's version and settings.
-            match unsafe { Component::deserialize(&engine, &bytes) } {
-                Ok(component) => Ok(Some((component, bytes.len() as u64))),
+            // SAFETY: `deserialize_file` maps this file and runs native code from it. The file
+            // is one this runtime wrote, in its own cache directory, named by the sha256 of the
+            // wasm and the engine's compatibility hash; its checksum was just verified; files are
+            // replaced by rename, never modified in place. wasmtime additionally checks the
+            // artifact's header against this engine's version and settings.
+            match unsafe { Component::deserialize_file(&engine, &path) } {
+                Ok(component) => Ok(Some((component, size))),
                 Err(e) => {
                     disk.remove(&sha);
                     Err(format!("{e:#}"))
@@ -292,6 +299,7 @@ impl Runtime {
             .sandbox()
             .call(
                 pre,
+                &Grants::default(),
                 Call::Describe,
                 limits,
                 tags,
@@ -379,7 +387,15 @@ impl Runtime {
         };
         let (returned, usage) = self
             .sandbox()
-            .call(&plugin.pre, call, &limits, tags, &cancel, started)
+            .call(
+                &plugin.pre,
+                &plugin.grants,
+                call,
+                &limits,
+                tags,
+                &cancel,
+                started,
+            )
             .await;
         let ran = match returned? {
             Returned::Ran(ran) => ran,
@@ -413,7 +429,6 @@ impl Runtime {
         Sandbox {
             engine: &self.inner.engine,
             shutdown: &self.inner.shutdown,
-            grants: &self.inner.grants,
             slots: &self.inner.instance_slots,
         }
     }

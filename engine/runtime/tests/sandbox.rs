@@ -61,6 +61,33 @@ async fn loads_a_component_and_echoes_input() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_and_invoke_can_be_spawned() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let plugin = tokio::spawn({
+        let rt = rt.clone();
+        async move { rt.load(&component(ECHO)).await }
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let inv = tokio::spawn(async move {
+        rt.invoke(
+            &plugin,
+            ctx(),
+            &json!("hi"),
+            &limits(),
+            CancellationToken::new(),
+        )
+        .await
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(inv.outcome, Ok(json!("hi")));
+}
+
 #[tokio::test]
 async fn guest_errors_come_back_typed() {
     let dir = tempfile::tempdir().unwrap();
@@ -116,7 +143,10 @@ async fn every_limit_stops_the_guest_with_its_code() {
         "initial memory over the limit"
     );
     assert_eq!(code_of(STACK_OVERFLOW, limits()).await, "stack_overflow");
-    assert_eq!(code_of(SHADOW_STACK_OVERFLOW, limits()).await, "stack_overflow");
+    assert_eq!(
+        code_of(SHADOW_STACK_OVERFLOW, limits()).await,
+        "stack_overflow"
+    );
     assert_eq!(code_of(OUT_OF_BOUNDS, limits()).await, "trap");
     assert_eq!(code_of(TRAP, limits()).await, "trap");
     assert_eq!(
@@ -165,9 +195,19 @@ async fn errors_name_the_limit_and_its_value() {
         }
     );
     let e = run(&rt, STACK_OVERFLOW, &limits()).await.unwrap_err();
-    assert_eq!(e, InvokeError::StackOverflow { limit: Some(512 << 10) });
-    assert!(e.to_string().contains("max wasm stack = 524288 bytes"), "{e}");
-    let e = run(&rt, SHADOW_STACK_OVERFLOW, &limits()).await.unwrap_err();
+    assert_eq!(
+        e,
+        InvokeError::StackOverflow {
+            limit: Some(512 << 10)
+        }
+    );
+    assert!(
+        e.to_string().contains("max wasm stack = 524288 bytes"),
+        "{e}"
+    );
+    let e = run(&rt, SHADOW_STACK_OVERFLOW, &limits())
+        .await
+        .unwrap_err();
     assert_eq!(e, InvokeError::StackOverflow { limit: None });
     let e = run(&rt, TRAP, &limits()).await.unwrap_err();
     assert!(
@@ -339,6 +379,35 @@ async fn a_corrupt_cache_file_is_recompiled_not_trusted() {
         rt.stats()
     };
     assert_eq!((s.compiles, s.disk_cache_hits), (0, 1));
+}
+
+#[tokio::test]
+async fn an_intact_artifact_of_another_engine_is_recompiled_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = component(ECHO);
+    runtime(dir.path()).load(&wasm).await.unwrap();
+    let file = std::fs::read_dir(dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    // A valid artifact of an engine with other settings, with a correct trailer (CRC-32, length,
+    // magic) so that only wasmtime's own compatibility check can refuse it.
+    let mut foreign = wasmtime::Engine::default()
+        .precompile_component(&wasm)
+        .unwrap();
+    let (crc, len) = (crc32fast::hash(&foreign), foreign.len() as u64);
+    foreign.extend_from_slice(&crc.to_le_bytes());
+    foreign.extend_from_slice(&len.to_le_bytes());
+    foreign.extend_from_slice(b"WEFTCWM1");
+    std::fs::write(&file, &foreign).unwrap();
+
+    let rt = runtime(dir.path());
+    let p = rt.load(&wasm).await.unwrap();
+    assert!(!p.compiled_from_cache);
+    let s = rt.stats();
+    assert_eq!((s.compiles, s.disk_cache_rejects), (1, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

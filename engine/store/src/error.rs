@@ -25,6 +25,11 @@ pub enum StoreError {
     /// enforces on user input.
     #[error("invalid filter: {0}")]
     InvalidFilter(#[from] FilterError),
+    /// A guarded step update of [`crate::RunTransaction::apply`] matched no row: the lease it
+    /// was made under was lost (expired and claimed again, released, or the step finished).
+    /// Nothing was written.
+    #[error("stale: {0}")]
+    Stale(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }

@@ -27,10 +27,15 @@ pub mod filter;
 mod migration;
 mod postgres;
 mod records;
+pub mod runs;
 mod sqlite;
 pub mod testing;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
 use uuid::Uuid;
 
 pub use connect::{ConnectOptions, connect};
@@ -41,6 +46,11 @@ pub use migration::MigrationStatus;
 pub use records::{
     DefinitionQuery, DefinitionRecord, DefinitionUpdate, NewDefinition, NewPlugin, NewToken, Page,
     PluginRecord, TokenRecord,
+};
+pub use runs::{
+    AttemptRecord, ClaimedStep, EventRecord, LeaseGuard, NewEvent, NewRun, NewStep, ParentRef,
+    RunChanges, RunQuery, RunRecord, RunStatus, RunTransaction, RunUpdate, SignalRecord, StepPhase,
+    StepRecord, StepStatus, StepUpdate,
 };
 
 /// The database engine behind a [`Store`].
@@ -139,4 +149,74 @@ pub trait Store: Send + Sync + 'static {
     /// Delete one version; its blob goes too when no other version references it (same
     /// transaction). [`StoreError::NotFound`].
     async fn delete_plugin(&self, name: &str, version: &str) -> Result<(), StoreError>;
+
+    // Durable runs: see the module docs of [`runs`].
+
+    /// Create a run (status RUNNING, `started_at` = `created_at` = now) with its initial steps
+    /// and append `events`, in one transaction; returns it and `true`. With an idempotency key
+    /// that already exists: returns that run and `false`, writing nothing. [`StoreError::Conflict`]
+    /// if the run's id, or a step row's id, exists.
+    async fn create_run(
+        &self,
+        run: NewRun,
+        events: Vec<NewEvent>,
+    ) -> Result<(RunRecord, bool), StoreError>;
+    async fn get_run(&self, id: Uuid) -> Result<Option<RunRecord>, StoreError>;
+    /// Newest first: `(created_at, id)` descending.
+    async fn list_runs(&self, q: &RunQuery) -> Result<Page<RunRecord>, StoreError>;
+    /// A run's step rows, ordered by `(created_at, id)` (empty for an unknown run).
+    async fn list_steps(&self, run_id: Uuid) -> Result<Vec<StepRecord>, StoreError>;
+    async fn get_step(&self, id: Uuid) -> Result<Option<StepRecord>, StoreError>;
+    /// All attempts of the run's steps, by step row (`(created_at, id)`), then attempt.
+    async fn list_attempts(&self, run_id: Uuid) -> Result<Vec<AttemptRecord>, StoreError>;
+    /// Claim up to `limit` claimable steps (see [`runs`]) for `owner` under a lease of `lease`,
+    /// oldest due first. Claimed rows: phase `executing`, status RUNNING, `lease_owner` =
+    /// `owner`, `due_at` = now + `lease`, `started_at` set if unset; `attempt` + 1 when claimed
+    /// from `queued` or an expired `executing`, unchanged when claimed from `waiting`.
+    /// Concurrent claimers (other replicas) never claim the same row: PostgreSQL skips rows
+    /// another claim has locked (`FOR UPDATE SKIP LOCKED`), SQLite claims under its write lock.
+    async fn claim_steps(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<ClaimedStep>, StoreError>;
+    /// Extend to now + `lease` the leases of `ids` that `owner` still holds (phase `executing`,
+    /// `lease_owner` = `owner`, expired or not); returns the ids NOT renewed (lost).
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        ids: &[Uuid],
+        lease: Duration,
+    ) -> Result<Vec<Uuid>, StoreError>;
+    /// Give back every executing step of `owner` (shutdown): phase `queued`, status PENDING,
+    /// due now, lease cleared. Returns how many.
+    async fn release_leases(&self, owner: &str) -> Result<u64, StoreError>;
+    /// Every executing step, whoever holds it, becomes `queued` (PENDING), due now, lease
+    /// cleared (SQLite start-up: one process owns the file). Returns how many.
+    async fn reset_executing(&self) -> Result<u64, StoreError>;
+    /// The earliest `due_at` among not-done steps (for the dispatcher's timer).
+    async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// Lock one run for a transition (see [`RunTransaction`]). [`StoreError::NotFound`] if it
+    /// does not exist.
+    async fn begin_run(&self, run_id: Uuid) -> Result<Box<dyn RunTransaction>, StoreError>;
+    /// Post a signal, in one transaction: insert it, make due now the run's `waiting` steps
+    /// whose `wait` has `"signal": name`, append the event `signal.received` (data:
+    /// `{"signalId", "name", "payload"}`). Serialised with the run's transitions.
+    /// [`StoreError::NotFound`] if the run does not exist, [`StoreError::Conflict`] if it is
+    /// terminal.
+    async fn post_signal(
+        &self,
+        run_id: Uuid,
+        name: &str,
+        payload: Value,
+    ) -> Result<SignalRecord, StoreError>;
+    /// Events with `seq > after_seq`, of one run or all, ascending, at most `limit`. Resuming
+    /// from the last `seq` seen misses nothing: events become visible in `seq` order.
+    async fn list_events(
+        &self,
+        after_seq: i64,
+        run_id: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError>;
 }

@@ -1,10 +1,13 @@
 //! What goes into and comes out of the store: plain data, no behaviour.
 
-use chrono::{DateTime, SubsecRound, Utc};
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use uuid::Uuid;
 
 use crate::StoreError;
 use crate::filter::Filter;
+use crate::runs::{RunStatus, StepPhase};
 
 /// A workflow definition to insert. The store validates nothing in it beyond uniqueness.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,4 +170,82 @@ pub(crate) fn now() -> DateTime<Utc> {
 /// A new time-ordered id.
 pub(crate) fn new_id() -> Uuid {
     Uuid::now_v7()
+}
+
+fn decode_error(message: String) -> StoreError {
+    StoreError::Database(sqlx::Error::Decode(message.into()))
+}
+
+/// A status column read back (the schema allows only the known ones).
+pub(crate) fn decode_status(text: &str) -> Result<RunStatus, StoreError> {
+    RunStatus::parse(text).ok_or_else(|| decode_error(format!("unknown status {text:?}")))
+}
+
+/// A phase column read back (the schema allows only the known ones).
+pub(crate) fn decode_phase(text: &str) -> Result<StepPhase, StoreError> {
+    StepPhase::parse(text).ok_or_else(|| decode_error(format!("unknown step phase {text:?}")))
+}
+
+/// An attempt number or depth read back (the schema forbids negative ones).
+pub(crate) fn decode_count(n: i64) -> Result<u32, StoreError> {
+    u32::try_from(n).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
+}
+
+/// `at + lease`, at the store's precision.
+pub(crate) fn lease_until(at: DateTime<Utc>, lease: Duration) -> Result<DateTime<Utc>, StoreError> {
+    TimeDelta::from_std(lease)
+        .ok()
+        .and_then(|lease| at.checked_add_signed(lease))
+        .map(|until| until.trunc_subsecs(6))
+        .ok_or_else(|| {
+            StoreError::Database(sqlx::Error::Encode(
+                format!("lease {lease:?} too long").into(),
+            ))
+        })
+}
+
+/// What a guarded step update that matched no row says.
+pub(crate) fn stale(id: uuid::Uuid, owner: &str, attempt: u32) -> StoreError {
+    StoreError::Stale(format!(
+        "step row {id} is no longer executing under {owner:?} at attempt {attempt}"
+    ))
+}
+
+/// Conflict messages from a unique violation's constraint (or SQLite's column list).
+pub(crate) fn run_conflict(id: uuid::Uuid) -> impl FnOnce(&str) -> String {
+    move |_| format!("a run with id {id} exists")
+}
+
+pub(crate) fn step_conflict(
+    run_id: uuid::Uuid,
+    step_id: &str,
+    id: uuid::Uuid,
+) -> impl FnOnce(&str) -> String {
+    move |what| {
+        if what.contains("step_id") || what.contains("run_step") {
+            format!("run {run_id} already has a step {step_id:?}")
+        } else {
+            format!("a step row with id {id} exists")
+        }
+    }
+}
+
+pub(crate) fn attempt_conflict(
+    step_row_id: uuid::Uuid,
+    attempt: u32,
+) -> impl FnOnce(&str) -> String {
+    move |_| format!("attempt {attempt} of step row {step_row_id} is already recorded")
+}
+
+/// A run with this idempotency key exists (a child run of `apply`).
+pub(crate) fn idempotency_conflict(key: &str) -> StoreError {
+    StoreError::Conflict(format!("a run with idempotency key {key:?} exists"))
+}
+
+/// `post_signal` on a finished run.
+pub(crate) fn terminal_run(run_id: uuid::Uuid, status: RunStatus) -> StoreError {
+    StoreError::Conflict(format!(
+        "run {run_id} is {}: it takes no more signals",
+        status.as_str()
+    ))
 }

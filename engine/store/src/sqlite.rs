@@ -3,11 +3,14 @@
 //! Column encodings (see `migrations/sqlite/0001_init.sql`): ids are hyphenated TEXT,
 //! timestamps fixed-width UTC TEXT (so that text order is time order), booleans 0/1, JSON TEXT.
 
+mod runs;
+
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -21,6 +24,10 @@ use crate::filter::FilterValue;
 use crate::filter::sql::{Dialect, push_definition_where, push_page};
 use crate::migration::{MIGRATIONS_TABLE, MigrationStatus, SQLITE_MIGRATOR, migration_error};
 use crate::records::{decode_size, encode_size, new_id, now};
+use crate::runs::{
+    AttemptRecord, ClaimedStep, EventRecord, NewEvent, NewRun, RunQuery, RunRecord, RunTransaction,
+    SignalRecord, StepRecord,
+};
 use crate::{
     Backend, DefinitionQuery, DefinitionRecord, DefinitionUpdate, NewDefinition, NewPlugin,
     NewToken, Page, PluginRecord, Store, StoreError, TokenRecord,
@@ -610,6 +617,86 @@ impl Store for SqliteStore {
         .await
         .map_err(StoreError::from_sqlx)?;
         tx.commit().await.map_err(StoreError::from_sqlx)
+    }
+
+    async fn create_run(
+        &self,
+        run: NewRun,
+        events: Vec<NewEvent>,
+    ) -> Result<(RunRecord, bool), StoreError> {
+        self.create_run_impl(run, events).await
+    }
+
+    async fn get_run(&self, id: Uuid) -> Result<Option<RunRecord>, StoreError> {
+        self.get_run_impl(id).await
+    }
+
+    async fn list_runs(&self, q: &RunQuery) -> Result<Page<RunRecord>, StoreError> {
+        self.list_runs_impl(q).await
+    }
+
+    async fn list_steps(&self, run_id: Uuid) -> Result<Vec<StepRecord>, StoreError> {
+        self.list_steps_impl(run_id).await
+    }
+
+    async fn get_step(&self, id: Uuid) -> Result<Option<StepRecord>, StoreError> {
+        self.get_step_impl(id).await
+    }
+
+    async fn list_attempts(&self, run_id: Uuid) -> Result<Vec<AttemptRecord>, StoreError> {
+        self.list_attempts_impl(run_id).await
+    }
+
+    async fn claim_steps(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<ClaimedStep>, StoreError> {
+        self.claim_steps_impl(owner, lease, limit).await
+    }
+
+    async fn renew_leases(
+        &self,
+        owner: &str,
+        ids: &[Uuid],
+        lease: Duration,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        self.renew_leases_impl(owner, ids, lease).await
+    }
+
+    async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
+        self.release_leases_impl(owner).await
+    }
+
+    async fn reset_executing(&self) -> Result<u64, StoreError> {
+        self.reset_executing_impl().await
+    }
+
+    async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.next_due_at_impl().await
+    }
+
+    async fn begin_run(&self, run_id: Uuid) -> Result<Box<dyn RunTransaction>, StoreError> {
+        self.begin_run_impl(run_id).await
+    }
+
+    async fn post_signal(
+        &self,
+        run_id: Uuid,
+        name: &str,
+        payload: Value,
+    ) -> Result<SignalRecord, StoreError> {
+        self.post_signal_impl(run_id, name, payload).await
+    }
+
+    async fn list_events(
+        &self,
+        after_seq: i64,
+        run_id: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        self.list_events_impl(after_seq, run_id, limit).await
     }
 }
 

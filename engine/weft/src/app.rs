@@ -14,8 +14,11 @@ use weft_store::{ConnectOptions, Store, StoreError};
 use crate::auth::Authenticator;
 use crate::config::{Config, defaults};
 use crate::definitions::Definitions;
+use crate::executor::runner::{Runner, WasmRunner};
+use crate::executor::{DefinitionCache, Executor, ExecutorOptions};
 use crate::http::{self, AppState, HttpOptions};
 use crate::plugins::{PluginRegistry, RegistryOptions};
+use crate::runs::Runs;
 use weft_runtime::{Runtime, RuntimeConfig};
 
 /// Why the application could not start or stopped with an error.
@@ -135,11 +138,28 @@ impl Application {
         .map_err(db_error)?;
         tasks.spawn(plugins.clone().watch_directory(shutdown.clone()));
 
+        let executor = Executor::new(
+            store.clone(),
+            vec![Arc::new(WasmRunner::new(plugins.clone())) as Arc<dyn Runner>],
+            DefinitionCache::new(store.clone()),
+            ExecutorOptions {
+                max_concurrent_steps: config.max_concurrent_steps,
+                poll_interval: config.poll_interval,
+                lease: config.lease,
+                ..ExecutorOptions::default()
+            },
+        );
+        executor
+            .start(&mut tasks, shutdown.clone())
+            .await
+            .map_err(db_error)?;
+
         let state = AppState {
             definitions: Definitions::new(store.clone()),
             auth: Authenticator::new(config.tokens.clone(), store.clone()),
             store: store.clone(),
             plugins,
+            runs: Runs::new(store.clone(), executor),
         };
         if !state.auth.enabled() {
             tracing::warn!("no API token configured: authentication is off (loopback only)");

@@ -36,6 +36,12 @@ pub mod defaults {
     pub const DB_MAX_CONNECTIONS: u32 = 16;
     /// Largest accepted plugin upload (Python and JavaScript components are 12-20 MB).
     pub const PLUGIN_MAX_BYTES: usize = 64 * 1024 * 1024;
+    /// Steps running at once on one replica.
+    pub const MAX_CONCURRENT_STEPS: usize = 64;
+    /// Milliseconds between looks at the store for due work.
+    pub const POLL_INTERVAL_MS: u64 = 500;
+    /// Seconds a step lease lasts without renewal.
+    pub const LEASE_SECS: u64 = 30;
     /// Seconds between checks of the plugins directory.
     pub const PLUGINS_POLL_INTERVAL_SECS: u64 = 2;
 }
@@ -111,6 +117,15 @@ pub struct ServeArgs {
     /// Hard cap on any step's fuel.
     #[arg(long, env = "WEFT_MAX_STEP_FUEL", value_name = "FUEL")]
     pub max_step_fuel: Option<u64>,
+    /// Steps running at once on this replica.
+    #[arg(long, env = "WEFT_MAX_CONCURRENT_STEPS", value_name = "N")]
+    pub max_concurrent_steps: Option<usize>,
+    /// Milliseconds between looks at the store for due work (timers, other replicas).
+    #[arg(long, env = "WEFT_POLL_INTERVAL_MS", value_name = "MS")]
+    pub poll_interval_ms: Option<u64>,
+    /// Seconds a claimed step's lease lasts without renewal (another replica takes over after).
+    #[arg(long, env = "WEFT_LEASE_SECS", value_name = "SECS")]
+    pub lease_secs: Option<u64>,
 }
 
 /// The configuration file's shape. Unknown keys are an error.
@@ -136,6 +151,9 @@ struct FileConfig {
     max_step_memory_bytes: Option<u64>,
     max_step_timeout_ms: Option<u64>,
     max_step_fuel: Option<u64>,
+    max_concurrent_steps: Option<usize>,
+    poll_interval_ms: Option<u64>,
+    lease_secs: Option<u64>,
     #[serde(default)]
     cors: Option<FileCors>,
     #[serde(default)]
@@ -224,6 +242,12 @@ pub struct Config {
     pub step_limits: Limits,
     /// Hard caps on every step's limits.
     pub max_step_limits: Limits,
+    /// Steps running at once on this replica.
+    pub max_concurrent_steps: usize,
+    /// Longest sleep between looks at the store for due work.
+    pub poll_interval: Duration,
+    /// Lease of a claimed step.
+    pub lease: Duration,
 }
 
 /// A database URL whose `Debug` hides the password.
@@ -278,6 +302,36 @@ impl Config {
             None => FileConfig::default(),
         };
         let (step_limits, max_step_limits) = step_limits(args, &file)?;
+        let max_concurrent_steps = args
+            .max_concurrent_steps
+            .or(file.max_concurrent_steps)
+            .unwrap_or(defaults::MAX_CONCURRENT_STEPS);
+        if max_concurrent_steps == 0 || max_concurrent_steps > 10_000 {
+            return Err(ConfigError::new(
+                "--max-concurrent-steps (WEFT_MAX_CONCURRENT_STEPS)",
+                "must be between 1 and 10000",
+            ));
+        }
+        let poll_interval_ms = args
+            .poll_interval_ms
+            .or(file.poll_interval_ms)
+            .unwrap_or(defaults::POLL_INTERVAL_MS);
+        if !(10..=60_000).contains(&poll_interval_ms) {
+            return Err(ConfigError::new(
+                "--poll-interval-ms (WEFT_POLL_INTERVAL_MS)",
+                "must be between 10 and 60000",
+            ));
+        }
+        let lease_secs = args
+            .lease_secs
+            .or(file.lease_secs)
+            .unwrap_or(defaults::LEASE_SECS);
+        if !(1..=3600).contains(&lease_secs) {
+            return Err(ConfigError::new(
+                "--lease-secs (WEFT_LEASE_SECS)",
+                "must be between 1 and 3600",
+            ));
+        }
 
         let http_addr = parse_addr(
             "--http-addr (WEFT_HTTP_ADDR)",
@@ -463,6 +517,9 @@ impl Config {
             plugins_poll_interval: (poll > 0).then(|| Duration::from_secs(poll)),
             step_limits,
             max_step_limits,
+            max_concurrent_steps,
+            poll_interval: Duration::from_millis(poll_interval_ms),
+            lease: Duration::from_secs(lease_secs),
         })
     }
 
@@ -486,6 +543,9 @@ impl Config {
             plugins_poll_interval: None,
             step_limits: Limits::default(),
             max_step_limits: Limits::default_maxima(),
+            max_concurrent_steps: defaults::MAX_CONCURRENT_STEPS,
+            poll_interval: Duration::from_millis(100),
+            lease: Duration::from_secs(defaults::LEASE_SECS),
         }
     }
 

@@ -10,8 +10,10 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod definitions;
+pub mod executor;
 pub mod http;
 pub mod plugins;
+pub mod runs;
 pub mod telemetry;
 
 pub use app::{AppError, Application};

@@ -566,19 +566,34 @@ impl PluginRegistry {
         overrides: &PluginLimits,
         cancel: CancellationToken,
     ) -> Result<InvokeReport, PluginError> {
-        let entry = self.lookup(name, version)?;
-        let limits = overrides.apply_to(
-            &entry
-                .info
-                .limits
-                .apply_to(self.inner.runtime.default_limits()),
-        );
-        let limits = limits.clamp_to(&self.inner.options.maxima);
         let context = StepContext {
             run_id: format!("invoke-{}", uuid::Uuid::now_v7()),
             step_id: name.to_string(),
             attempt: 1,
         };
+        self.invoke_with_context(name, version, input, overrides, context, cancel)
+            .await
+    }
+
+    /// Run one version for a step of a run.
+    pub async fn invoke_with_context(
+        &self,
+        name: &str,
+        version: &str,
+        input: &Value,
+        overrides: &PluginLimits,
+        context: StepContext,
+        cancel: CancellationToken,
+    ) -> Result<InvokeReport, PluginError> {
+        let entry = self.lookup(name, version)?;
+        let limits = overrides
+            .apply_to(
+                &entry
+                    .info
+                    .limits
+                    .apply_to(self.inner.runtime.default_limits()),
+            )
+            .clamp_to(&self.inner.options.maxima);
         let started = std::time::Instant::now();
         let result = self
             .inner

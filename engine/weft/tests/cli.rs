@@ -1,25 +1,13 @@
 //! The `weft` binary as an operator runs it: configuration errors, start-up, SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
+
+use std::process::Output;
+
+use common::{Server, weft};
 
 use weft_store::Backend;
 use weft_store::testing::fresh_database;
-
-const WEFT: &str = env!("CARGO_BIN_EXE_weft");
-
-fn weft(args: &[&str]) -> Command {
-    let mut command = Command::new(WEFT);
-    command.args(args);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("WEFT_") {
-            command.env_remove(key);
-        }
-    }
-    command
-}
 
 fn run(args: &[&str]) -> Output {
     weft(args).output().expect("weft runs")
@@ -93,89 +81,6 @@ fn unreachable_database_fails_after_bounded_retry_without_leaking_the_password()
     let text = stderr(&output);
     assert!(text.contains("database"), "{text}");
     assert!(!text.contains("hunter2secret"), "{text}");
-}
-
-/// A running `weft serve` whose stderr is collected.
-struct Server {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Server {
-    fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
-        let mut command = weft(args);
-        command
-            .envs(envs.iter().copied())
-            .env("WEFT_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null());
-        let mut child = command.spawn().expect("weft starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Server {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Wait for a log line containing `needle`; return it.
-    fn wait_for(&mut self, needle: &str) -> String {
-        loop {
-            match self.lines.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no log line with '{needle}'; saw:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    fn address(&mut self) -> String {
-        let line = self.wait_for("HTTP API listening");
-        let start = line.find("address=").expect("address field") + "address=".len();
-        line[start..]
-            .split_whitespace()
-            .next()
-            .expect("address")
-            .to_string()
-    }
-
-    fn terminate(mut self) -> (Option<i32>, String) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let (tx, rx) = mpsc::channel();
-        let mut child = self.child;
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        let status = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("exits within its shutdown bound")
-            .expect("wait");
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            self.seen.push(line);
-        }
-        (status.code(), self.seen.join("\n"))
-    }
 }
 
 async fn http_get(address: &str, path: &str) -> reqwest::StatusCode {

@@ -7,6 +7,7 @@ use sqlx::{Database, QueryBuilder};
 
 use super::{CompareOp, Field, FieldKind, Filter, FilterValue};
 use crate::records::DefinitionQuery;
+use crate::runs::RunQuery;
 
 /// What differs between backends in a filter's SQL.
 pub(crate) trait Dialect: Database {
@@ -57,10 +58,44 @@ pub(crate) fn push_definition_where<DB: Dialect>(qb: &mut QueryBuilder<DB>, q: &
 
 /// ` LIMIT n OFFSET m` for a page.
 pub(crate) fn push_page<DB: Dialect>(qb: &mut QueryBuilder<DB>, q: &DefinitionQuery) {
+    push_limit_offset(qb, q.limit, q.offset);
+}
+
+/// ` LIMIT n OFFSET m`.
+pub(crate) fn push_limit_offset<DB: Dialect>(qb: &mut QueryBuilder<DB>, limit: u32, offset: u64) {
     qb.push(" LIMIT ");
-    DB::push_i64(qb, i64::from(q.limit));
+    DB::push_i64(qb, i64::from(limit));
     qb.push(" OFFSET ");
-    DB::push_i64(qb, i64::try_from(q.offset).unwrap_or(i64::MAX));
+    DB::push_i64(qb, i64::try_from(offset).unwrap_or(i64::MAX));
+}
+
+/// `WHERE <the query's conditions>` for `workflow_runs` (nothing when there is none). The
+/// creation window is half-open: `created_after <= created_at < created_before`.
+pub(crate) fn push_run_where<DB: Dialect>(qb: &mut QueryBuilder<DB>, q: &RunQuery) {
+    let mut conditions: Vec<(&'static str, FilterValue)> = Vec::new();
+    if let Some(status) = q.status {
+        conditions.push(("status = ", FilterValue::Text(status.as_str().to_owned())));
+    }
+    if let Some(id) = q.definition_id {
+        conditions.push(("definition_id = ", FilterValue::Uuid(id)));
+    }
+    if let Some(name) = &q.definition_name {
+        conditions.push(("definition_name = ", FilterValue::Text(name.clone())));
+    }
+    if let Some(id) = q.parent_run_id {
+        conditions.push(("parent_run_id = ", FilterValue::Uuid(id)));
+    }
+    if let Some(after) = q.created_after {
+        conditions.push(("created_at >= ", FilterValue::Time(after)));
+    }
+    if let Some(before) = q.created_before {
+        conditions.push(("created_at < ", FilterValue::Time(before)));
+    }
+    for (i, (condition, value)) in conditions.iter().enumerate() {
+        qb.push(if i == 0 { " WHERE " } else { " AND " });
+        qb.push(*condition);
+        DB::push_value(qb, value);
+    }
 }
 
 pub(crate) fn push_filter<DB: Dialect>(qb: &mut QueryBuilder<DB>, filter: &Filter) {

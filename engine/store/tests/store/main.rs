@@ -7,4 +7,7 @@ mod connecting;
 mod definitions;
 mod filters;
 mod plugins;
+mod runs;
 mod tokens;
+mod transitions;
+mod bench_tmp;

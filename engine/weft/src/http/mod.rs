@@ -24,6 +24,7 @@ use weft_store::Store;
 use crate::auth::{AuthError, Authenticator, Role};
 use crate::definitions::Definitions;
 use crate::plugins::PluginRegistry;
+use crate::runs::Runs;
 pub use error::ApiError;
 
 /// What handlers share. Cheap to clone.
@@ -37,6 +38,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Step plugins.
     pub plugins: PluginRegistry,
+    /// Workflow runs.
+    pub runs: Runs,
 }
 
 /// HTTP settings taken from the configuration.

@@ -116,11 +116,6 @@ impl TestApp {
         self.server = Some(server);
     }
 
-    /// The data directory of this app.
-    pub fn data_dir(&self) -> &std::path::Path {
-        self._data_dir.path()
-    }
-
     /// `http://127.0.0.1:PORT` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.address, path)

@@ -8,5 +8,6 @@ mod definitions;
 mod errors;
 mod health;
 mod plugins;
+mod runs;
 mod search;
 mod validation;

@@ -3,6 +3,7 @@
 mod definitions;
 mod health;
 mod plugins;
+mod runs;
 mod tokens;
 
 use axum::Router;
@@ -14,6 +15,7 @@ pub fn api(options: &HttpOptions) -> Router<AppState> {
     Router::new()
         .merge(definitions::routes())
         .merge(plugins::routes(options.max_plugin_bytes))
+        .merge(runs::routes())
         .merge(tokens::routes())
 }
 

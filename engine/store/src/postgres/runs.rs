@@ -1,0 +1,862 @@
+//! Durable runs on PostgreSQL (see `migrations/postgres/0003_runs.sql`).
+//!
+//! Locks (READ COMMITTED):
+//! * a transition holds its run row `FOR NO KEY UPDATE`: transitions of one run are serialised,
+//!   while rows that merely reference the run (steps, events, signals, child runs: their foreign
+//!   keys take `FOR KEY SHARE`) can still be inserted by others;
+//! * `post_signal` holds the run row `FOR SHARE`, so it waits for a transition in progress and
+//!   a transition waits for it;
+//! * claims lock step rows `FOR UPDATE SKIP LOCKED` and never wait;
+//! * every transaction that appends events takes one transaction-scoped advisory lock just
+//!   before appending, and keeps it until it commits. Sequence numbers are therefore handed out
+//!   in commit order, and a reader that has seen `seq` N will never later find a new event
+//!   below N (no event is skipped by `list_events(after_seq)`). It is taken last, after every
+//!   row lock, and its holder only inserts events (whose foreign key does not conflict with
+//!   the run locks above), so it cannot deadlock with them.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row, Transaction};
+use uuid::Uuid;
+
+use super::PgStore;
+use crate::filter::sql::{push_limit_offset, push_run_where};
+use crate::records::{
+    attempt_conflict, decode_count, decode_phase, decode_status, idempotency_conflict, lease_until,
+    now, run_conflict, stale, step_conflict, terminal_run,
+};
+use crate::runs::{
+    AttemptRecord, ClaimedStep, EventRecord, NewEvent, NewRun, NewStep, ParentRef, RunChanges,
+    RunQuery, RunRecord, RunTransaction, SignalRecord, StepPhase, StepRecord,
+};
+use crate::{Page, StoreError};
+
+/// The advisory lock that serialises event appends ("weft" "ev" in ASCII).
+const EVENTS_LOCK: i64 = 0x7765_6674_6576;
+
+macro_rules! run_columns {
+    () => {
+        "id, definition_id, definition_name, definition_version, status, input, output, error, \
+         idempotency_key, parent_run_id, parent_step_row_id, depth, deadline_at, created_at, \
+         started_at, completed_at, updated_at"
+    };
+}
+
+macro_rules! step_columns {
+    () => {
+        "id, run_id, step_id, status, phase, attempt, input, output, error, runner, lease_owner, \
+         due_at, wait, created_at, started_at, completed_at, updated_at"
+    };
+}
+
+/// [`step_columns`] of the table aliased `s`.
+macro_rules! s_step_columns {
+    () => {
+        "s.id, s.run_id, s.step_id, s.status, s.phase, s.attempt, s.input, s.output, s.error, \
+         s.runner, s.lease_owner, s.due_at, s.wait, s.created_at, s.started_at, s.completed_at, \
+         s.updated_at"
+    };
+}
+
+macro_rules! signal_columns {
+    () => {
+        "id, run_id, name, payload, created_at"
+    };
+}
+
+macro_rules! event_columns {
+    () => {
+        "seq, run_id, step_id, kind, data, created_at"
+    };
+}
+
+fn run(row: &PgRow) -> Result<RunRecord, StoreError> {
+    let parent = match (
+        row.try_get::<Option<Uuid>, _>("parent_run_id")?,
+        row.try_get::<Option<Uuid>, _>("parent_step_row_id")?,
+    ) {
+        (Some(run_id), Some(step_row_id)) => Some(ParentRef {
+            run_id,
+            step_row_id,
+        }),
+        _ => None,
+    };
+    Ok(RunRecord {
+        id: row.try_get("id")?,
+        definition_id: row.try_get("definition_id")?,
+        definition_name: row.try_get("definition_name")?,
+        definition_version: row.try_get("definition_version")?,
+        status: decode_status(row.try_get("status")?)?,
+        input: row.try_get("input")?,
+        output: row.try_get("output")?,
+        error: row.try_get("error")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        parent,
+        depth: decode_count(row.try_get::<i32, _>("depth")?.into())?,
+        deadline_at: row.try_get("deadline_at")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        completed_at: row.try_get("completed_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn step(row: &PgRow) -> Result<StepRecord, StoreError> {
+    Ok(StepRecord {
+        id: row.try_get("id")?,
+        run_id: row.try_get("run_id")?,
+        step_id: row.try_get("step_id")?,
+        status: decode_status(row.try_get("status")?)?,
+        phase: decode_phase(row.try_get("phase")?)?,
+        attempt: decode_count(row.try_get::<i32, _>("attempt")?.into())?,
+        input: row.try_get("input")?,
+        output: row.try_get("output")?,
+        error: row.try_get("error")?,
+        runner: row.try_get("runner")?,
+        lease_owner: row.try_get("lease_owner")?,
+        due_at: row.try_get("due_at")?,
+        wait: row.try_get("wait")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        completed_at: row.try_get("completed_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn attempt(row: &PgRow) -> Result<AttemptRecord, StoreError> {
+    Ok(AttemptRecord {
+        step_row_id: row.try_get("step_row_id")?,
+        attempt: decode_count(row.try_get::<i32, _>("attempt")?.into())?,
+        status: decode_status(row.try_get("status")?)?,
+        input: row.try_get("input")?,
+        output: row.try_get("output")?,
+        error: row.try_get("error")?,
+        runner: row.try_get("runner")?,
+        lease_owner: row.try_get("lease_owner")?,
+        started_at: row.try_get("started_at")?,
+        completed_at: row.try_get("completed_at")?,
+    })
+}
+
+fn signal(row: &PgRow) -> Result<SignalRecord, StoreError> {
+    Ok(SignalRecord {
+        id: row.try_get("id")?,
+        run_id: row.try_get("run_id")?,
+        name: row.try_get("name")?,
+        payload: row.try_get("payload")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn event(row: &PgRow) -> Result<EventRecord, StoreError> {
+    Ok(EventRecord {
+        seq: row.try_get("seq")?,
+        run_id: row.try_get("run_id")?,
+        step_id: row.try_get("step_id")?,
+        kind: row.try_get("kind")?,
+        data: row.try_get("data")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// An attempt number or depth as the schema stores it (`INTEGER`).
+fn encode_count(n: u32) -> Result<i32, StoreError> {
+    i32::try_from(n)
+        .map_err(|_| StoreError::Database(sqlx::Error::Encode(format!("{n} is too large").into())))
+}
+
+async fn run_by_id(conn: &mut PgConnection, id: Uuid) -> Result<Option<RunRecord>, StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        run_columns!(),
+        " FROM workflow_runs WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+    .map_err(StoreError::from_sqlx)?;
+    row.as_ref().map(run).transpose()
+}
+
+async fn steps_of(conn: &mut PgConnection, run_id: Uuid) -> Result<Vec<StepRecord>, StoreError> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        step_columns!(),
+        " FROM step_runs WHERE run_id = $1 ORDER BY created_at, id"
+    ))
+    .bind(run_id)
+    .fetch_all(conn)
+    .await
+    .map_err(StoreError::from_sqlx)?;
+    rows.iter().map(step).collect()
+}
+
+/// Insert a run row; `false` (and nothing written) if its idempotency key exists. A concurrent
+/// insert of the same key is waited for: if it commits, this one does nothing.
+async fn insert_run(conn: &mut PgConnection, run: &RunRecord) -> Result<bool, StoreError> {
+    let done = sqlx::query(concat!(
+        "INSERT INTO workflow_runs (",
+        run_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+        " ON CONFLICT (idempotency_key) DO NOTHING"
+    ))
+    .bind(run.id)
+    .bind(run.definition_id)
+    .bind(&run.definition_name)
+    .bind(&run.definition_version)
+    .bind(run.status.as_str())
+    .bind(&run.input)
+    .bind(&run.output)
+    .bind(&run.error)
+    .bind(&run.idempotency_key)
+    .bind(run.parent.map(|p| p.run_id))
+    .bind(run.parent.map(|p| p.step_row_id))
+    .bind(encode_count(run.depth)?)
+    .bind(run.deadline_at)
+    .bind(run.created_at)
+    .bind(run.started_at)
+    .bind(run.completed_at)
+    .bind(run.updated_at)
+    .execute(conn)
+    .await
+    .map_err(|e| StoreError::from_sqlx_unique(e, run_conflict(run.id)))?;
+    Ok(done.rows_affected() == 1)
+}
+
+async fn insert_steps(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    steps: &[NewStep],
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for new in steps {
+        sqlx::query(
+            "INSERT INTO step_runs \
+             (id, run_id, step_id, status, phase, attempt, due_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, 'PENDING', 'queued', 0, $4, $5, $5)",
+        )
+        .bind(new.id)
+        .bind(run_id)
+        .bind(&new.step_id)
+        .bind(new.due_at)
+        .bind(at)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| {
+            StoreError::from_sqlx_unique(e, step_conflict(run_id, &new.step_id, new.id))
+        })?;
+    }
+    Ok(())
+}
+
+/// Append `events` in order (see the module docs for the lock).
+async fn insert_events(
+    conn: &mut PgConnection,
+    events: Vec<NewEvent>,
+    at: DateTime<Utc>,
+) -> Result<Vec<EventRecord>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(EVENTS_LOCK)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    let mut run_ids = Vec::with_capacity(events.len());
+    let mut step_ids = Vec::with_capacity(events.len());
+    let mut kinds = Vec::with_capacity(events.len());
+    let mut data = Vec::with_capacity(events.len());
+    for event in &events {
+        run_ids.push(event.run_id);
+        step_ids.push(event.step_id.clone());
+        kinds.push(event.kind.clone());
+        data.push(event.data.clone());
+    }
+    // One statement; rows are inserted (and numbered) in the order of the list.
+    let mut seqs: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO events (run_id, step_id, kind, data, created_at) \
+         SELECT e.run_id, e.step_id, e.kind, e.data, $5 \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[]) \
+         WITH ORDINALITY AS e (run_id, step_id, kind, data, n) \
+         ORDER BY e.n RETURNING seq",
+    )
+    .bind(run_ids)
+    .bind(step_ids)
+    .bind(kinds)
+    .bind(data)
+    .bind(at)
+    .fetch_all(conn)
+    .await
+    .map_err(StoreError::from_sqlx)?;
+    seqs.sort_unstable();
+    Ok(events
+        .into_iter()
+        .zip(seqs)
+        .map(|(new, seq)| EventRecord {
+            seq,
+            run_id: new.run_id,
+            step_id: new.step_id,
+            kind: new.kind,
+            data: new.data,
+            created_at: at,
+        })
+        .collect())
+}
+
+/// A run and its initial steps (`false`: its idempotency key exists, nothing written).
+async fn insert_new_run(
+    conn: &mut PgConnection,
+    new: NewRun,
+    at: DateTime<Utc>,
+) -> Result<(RunRecord, bool), StoreError> {
+    let (record, steps) = new.into_record(at);
+    if !insert_run(&mut *conn, &record).await? {
+        return Ok((record, false));
+    }
+    insert_steps(conn, record.id, &steps, at).await?;
+    Ok((record, true))
+}
+
+/// Everything [`RunTransaction::apply`] writes, in its order.
+async fn apply_changes(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    changes: RunChanges,
+) -> Result<Vec<EventRecord>, StoreError> {
+    let at = now();
+
+    if let Some(update) = &changes.run {
+        let completed_at = update.status.is_terminal().then_some(at);
+        sqlx::query(
+            "UPDATE workflow_runs SET status = $1, output = $2, error = $3, completed_at = $4, \
+             updated_at = $5 WHERE id = $6",
+        )
+        .bind(update.status.as_str())
+        .bind(&update.output)
+        .bind(&update.error)
+        .bind(completed_at)
+        .bind(at)
+        .bind(run_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    }
+
+    for update in &changes.step_updates {
+        let completed_at = update.status.is_terminal().then_some(at);
+        let keep_lease = update.phase == StepPhase::Executing;
+        let reset_attempt = update.reset_attempt.map(encode_count).transpose()?;
+        let query = match &update.guard {
+            Some(_) => sqlx::query(
+                "UPDATE step_runs SET status = $1, phase = $2, input = COALESCE($3, input), \
+                 output = COALESCE($4, output), error = COALESCE($5, error), \
+                 runner = COALESCE($6, runner), due_at = $7, wait = $8, \
+                 attempt = COALESCE($9, attempt), \
+                 lease_owner = CASE WHEN $10 THEN lease_owner END, completed_at = $11, \
+                 updated_at = $12 \
+                 WHERE id = $13 AND phase = 'executing' AND lease_owner = $14 AND attempt = $15",
+            ),
+            None => sqlx::query(
+                "UPDATE step_runs SET status = $1, phase = $2, input = COALESCE($3, input), \
+                 output = COALESCE($4, output), error = COALESCE($5, error), \
+                 runner = COALESCE($6, runner), due_at = $7, wait = $8, \
+                 attempt = COALESCE($9, attempt), \
+                 lease_owner = CASE WHEN $10 THEN lease_owner END, completed_at = $11, \
+                 updated_at = $12 \
+                 WHERE id = $13",
+            ),
+        };
+        let mut query = query
+            .bind(update.status.as_str())
+            .bind(update.phase.as_str())
+            .bind(&update.input)
+            .bind(&update.output)
+            .bind(&update.error)
+            .bind(&update.runner)
+            .bind(update.due_at)
+            .bind(&update.wait)
+            .bind(reset_attempt)
+            .bind(keep_lease)
+            .bind(completed_at)
+            .bind(at)
+            .bind(update.id);
+        if let Some(guard) = &update.guard {
+            query = query.bind(&guard.owner).bind(encode_count(guard.attempt)?);
+        }
+        let done = query
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        if done.rows_affected() == 0 {
+            return Err(match &update.guard {
+                Some(guard) => stale(update.id, &guard.owner, guard.attempt),
+                None => StoreError::NotFound,
+            });
+        }
+    }
+
+    insert_steps(&mut *conn, run_id, &changes.new_steps, at).await?;
+
+    for record in &changes.attempts {
+        let done = sqlx::query(
+            "INSERT INTO step_attempts (step_row_id, run_id, attempt, status, input, output, \
+             error, runner, lease_owner, started_at, completed_at) \
+             SELECT id, run_id, $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM step_runs WHERE id = $10",
+        )
+        .bind(encode_count(record.attempt)?)
+        .bind(record.status.as_str())
+        .bind(&record.input)
+        .bind(&record.output)
+        .bind(&record.error)
+        .bind(&record.runner)
+        .bind(&record.lease_owner)
+        .bind(record.started_at)
+        .bind(record.completed_at)
+        .bind(record.step_row_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| {
+            StoreError::from_sqlx_unique(e, attempt_conflict(record.step_row_id, record.attempt))
+        })?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+    }
+
+    for new in changes.new_runs {
+        let key = new.idempotency_key.clone();
+        let (_, created) = insert_new_run(&mut *conn, new, at).await?;
+        if !created {
+            return Err(idempotency_conflict(key.as_deref().unwrap_or_default()));
+        }
+    }
+
+    if !changes.wake.is_empty() {
+        sqlx::query(
+            "UPDATE step_runs SET due_at = $1, updated_at = $1 \
+             WHERE id = ANY($2) AND phase = 'waiting'",
+        )
+        .bind(at)
+        .bind(&changes.wake)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    }
+
+    if !changes.consume_signals.is_empty() {
+        sqlx::query(
+            "UPDATE run_signals SET consumed_at = $1 \
+             WHERE id = ANY($2) AND consumed_at IS NULL",
+        )
+        .bind(at)
+        .bind(&changes.consume_signals)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    }
+
+    insert_events(conn, changes.events, at).await
+}
+
+/// A run whose row this transaction holds `FOR NO KEY UPDATE`.
+struct PgRunTransaction {
+    tx: Transaction<'static, Postgres>,
+    run: RunRecord,
+}
+
+#[async_trait]
+impl RunTransaction for PgRunTransaction {
+    fn run(&self) -> &RunRecord {
+        &self.run
+    }
+
+    async fn steps(&mut self) -> Result<Vec<StepRecord>, StoreError> {
+        steps_of(&mut self.tx, self.run.id).await
+    }
+
+    async fn signals(&mut self, name: &str) -> Result<Vec<SignalRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            signal_columns!(),
+            " FROM run_signals WHERE run_id = $1 AND name = $2 AND consumed_at IS NULL",
+            " ORDER BY created_at, id"
+        ))
+        .bind(self.run.id)
+        .bind(name)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(signal).collect()
+    }
+
+    async fn other_run(&mut self, id: Uuid) -> Result<Option<RunRecord>, StoreError> {
+        run_by_id(&mut self.tx, id).await
+    }
+
+    async fn apply(self: Box<Self>, changes: RunChanges) -> Result<Vec<EventRecord>, StoreError> {
+        let PgRunTransaction { mut tx, run } = *self;
+        match apply_changes(&mut tx, run.id, changes).await {
+            Ok(events) => {
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(events)
+            }
+            Err(e) => {
+                // Release the locks now rather than when the connection is next used.
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
+        self.tx.rollback().await.map_err(StoreError::from_sqlx)
+    }
+}
+
+impl PgStore {
+    async fn run_by_key(&self, key: &str) -> Result<Option<RunRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM workflow_runs WHERE idempotency_key = $1"
+        ))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        row.as_ref().map(run).transpose()
+    }
+
+    pub(super) async fn create_run_impl(
+        &self,
+        new: NewRun,
+        events: Vec<NewEvent>,
+    ) -> Result<(RunRecord, bool), StoreError> {
+        let at = now();
+        let key = new.idempotency_key.clone();
+        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        let (record, created) = insert_new_run(&mut tx, new, at).await?;
+        if !created {
+            tx.rollback().await.map_err(StoreError::from_sqlx)?;
+            let key = key.unwrap_or_default();
+            return match self.run_by_key(&key).await? {
+                Some(existing) => Ok((existing, false)),
+                None => Err(idempotency_conflict(&key)),
+            };
+        }
+        insert_events(&mut tx, events, at).await?;
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok((record, true))
+    }
+
+    pub(super) async fn get_run_impl(&self, id: Uuid) -> Result<Option<RunRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
+        run_by_id(&mut conn, id).await
+    }
+
+    pub(super) async fn list_runs_impl(&self, q: &RunQuery) -> Result<Page<RunRecord>, StoreError> {
+        let mut select = QueryBuilder::<Postgres>::new(concat!(
+            "SELECT ",
+            run_columns!(),
+            ", COUNT(*) OVER () AS total FROM workflow_runs"
+        ));
+        push_run_where(&mut select, q);
+        select.push(" ORDER BY created_at DESC, id DESC");
+        push_limit_offset(&mut select, q.limit, q.offset);
+        let rows = select
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        let total: i64 = match rows.first() {
+            Some(row) => row.try_get("total")?,
+            // An empty page says nothing of the total unless it is the first page.
+            None if q.offset == 0 && q.limit > 0 => 0,
+            None => {
+                let mut count = QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM workflow_runs");
+                push_run_where(&mut count, q);
+                count
+                    .build_query_scalar()
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(StoreError::from_sqlx)?
+            }
+        };
+        Ok(Page {
+            items: rows.iter().map(run).collect::<Result<_, _>>()?,
+            total: u64::try_from(total).unwrap_or(0),
+        })
+    }
+
+    pub(super) async fn list_steps_impl(
+        &self,
+        run_id: Uuid,
+    ) -> Result<Vec<StepRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
+        steps_of(&mut conn, run_id).await
+    }
+
+    pub(super) async fn get_step_impl(&self, id: Uuid) -> Result<Option<StepRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            step_columns!(),
+            " FROM step_runs WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        row.as_ref().map(step).transpose()
+    }
+
+    pub(super) async fn list_attempts_impl(
+        &self,
+        run_id: Uuid,
+    ) -> Result<Vec<AttemptRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.step_row_id, a.attempt, a.status, a.input, a.output, a.error, a.runner, \
+             a.lease_owner, a.started_at, a.completed_at \
+             FROM step_attempts a JOIN step_runs s ON s.id = a.step_row_id \
+             WHERE a.run_id = $1 ORDER BY s.created_at, s.id, a.attempt",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(attempt).collect()
+    }
+
+    pub(super) async fn claim_steps_impl(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<ClaimedStep>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let at = now();
+        let until = lease_until(at, lease)?;
+        // One statement. Rows another claim has locked are skipped, not waited for; a row that
+        // changed since the statement's snapshot is re-checked against the WHERE clause once
+        // locked. SET expressions see the row as it was: `claimed_from = s.phase` keeps the
+        // old phase.
+        let rows = sqlx::query(concat!(
+            "WITH picked AS (",
+            " SELECT id, due_at FROM step_runs WHERE phase <> 'done' AND due_at <= $1",
+            " ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+            ") UPDATE step_runs AS s SET phase = 'executing', status = 'RUNNING',",
+            " lease_owner = $3, due_at = $4, started_at = COALESCE(s.started_at, $1),",
+            " attempt = CASE WHEN s.phase = 'waiting' THEN s.attempt ELSE s.attempt + 1 END,",
+            " claimed_from = s.phase, updated_at = $1",
+            " FROM picked WHERE s.id = picked.id RETURNING ",
+            s_step_columns!(),
+            ", s.claimed_from, picked.due_at AS was_due"
+        ))
+        .bind(at)
+        .bind(i64::from(limit))
+        .bind(owner)
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                let was_due: DateTime<Utc> = row.try_get("was_due")?;
+                let claimed = ClaimedStep {
+                    step: step(row)?,
+                    claimed_from: decode_phase(row.try_get("claimed_from")?)?,
+                };
+                Ok((was_due, claimed))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        claimed.sort_by_key(|(was_due, c)| (*was_due, c.step.id));
+        Ok(claimed.into_iter().map(|(_, c)| c).collect())
+    }
+
+    pub(super) async fn renew_leases_impl(
+        &self,
+        owner: &str,
+        ids: &[Uuid],
+        lease: Duration,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let until = lease_until(now(), lease)?;
+        let renewed: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE step_runs SET due_at = $1 \
+             WHERE id = ANY($2) AND phase = 'executing' AND lease_owner = $3 RETURNING id",
+        )
+        .bind(until)
+        .bind(ids)
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        Ok(ids
+            .iter()
+            .filter(|id| !renewed.contains(id))
+            .copied()
+            .collect())
+    }
+
+    pub(super) async fn release_leases_impl(&self, owner: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE step_runs SET phase = 'queued', status = 'PENDING', due_at = $1, \
+             lease_owner = NULL, updated_at = $1 WHERE phase = 'executing' AND lease_owner = $2",
+        )
+        .bind(now())
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        Ok(done.rows_affected())
+    }
+
+    pub(super) async fn reset_executing_impl(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE step_runs SET phase = 'queued', status = 'PENDING', due_at = $1, \
+             lease_owner = NULL, updated_at = $1 WHERE phase = 'executing'",
+        )
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        Ok(done.rows_affected())
+    }
+
+    pub(super) async fn next_due_at_impl(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT due_at FROM step_runs WHERE phase <> 'done' AND due_at IS NOT NULL \
+             ORDER BY due_at LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)
+    }
+
+    pub(super) async fn begin_run_impl(
+        &self,
+        run_id: Uuid,
+    ) -> Result<Box<dyn RunTransaction>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM workflow_runs WHERE id = $1 FOR NO KEY UPDATE"
+        ))
+        .bind(run_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        match row.as_ref().map(run).transpose()? {
+            Some(run) => Ok(Box::new(PgRunTransaction { tx, run })),
+            None => {
+                tx.rollback().await.map_err(StoreError::from_sqlx)?;
+                Err(StoreError::NotFound)
+            }
+        }
+    }
+
+    pub(super) async fn post_signal_impl(
+        &self,
+        run_id: Uuid,
+        name: &str,
+        payload: Value,
+    ) -> Result<SignalRecord, StoreError> {
+        let at = now();
+        let record = SignalRecord {
+            id: crate::records::new_id(),
+            run_id,
+            name: name.to_owned(),
+            payload,
+            created_at: at,
+        };
+        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM workflow_runs WHERE id = $1 FOR SHARE")
+                .bind(run_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+        let status = match status {
+            None => Err(StoreError::NotFound),
+            Some(status) => match decode_status(&status)? {
+                status if status.is_terminal() => Err(terminal_run(run_id, status)),
+                _ => Ok(()),
+            },
+        };
+        if let Err(e) = status {
+            tx.rollback().await.map_err(StoreError::from_sqlx)?;
+            return Err(e);
+        }
+        sqlx::query(concat!(
+            "INSERT INTO run_signals (",
+            signal_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5)"
+        ))
+        .bind(record.id)
+        .bind(run_id)
+        .bind(&record.name)
+        .bind(&record.payload)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        sqlx::query(
+            "UPDATE step_runs SET due_at = $1, updated_at = $1 \
+             WHERE run_id = $2 AND phase = 'waiting' AND wait ->> 'signal' = $3",
+        )
+        .bind(at)
+        .bind(run_id)
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let event = NewEvent {
+            run_id,
+            step_id: None,
+            kind: "signal.received".to_owned(),
+            data: json!({ "signalId": record.id, "name": name, "payload": record.payload }),
+        };
+        insert_events(&mut tx, vec![event], at).await?;
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok(record)
+    }
+
+    pub(super) async fn list_events_impl(
+        &self,
+        after_seq: i64,
+        run_id: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = match run_id {
+            Some(run_id) => sqlx::query(concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE run_id = $3 AND seq > $1 ORDER BY seq LIMIT $2"
+            ))
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .bind(run_id),
+            None => sqlx::query(concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
+            ))
+            .bind(after_seq)
+            .bind(i64::from(limit)),
+        }
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(event).collect()
+    }
+}

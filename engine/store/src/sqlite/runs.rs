@@ -1,0 +1,861 @@
+//! Durable runs on SQLite (see `migrations/sqlite/0003_runs.sql`).
+//!
+//! SQLite has one writer at a time: every transaction that reads before it writes starts with
+//! `BEGIN IMMEDIATE`, taking the write lock at once (waiting up to the busy timeout), so what
+//! it read cannot change before it writes. Lists of ids are bound as one JSON array and read
+//! back with `json_each`, so every statement stays a literal.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
+use uuid::Uuid;
+use uuid::fmt::Hyphenated;
+
+use super::{SqliteStore, encode_time};
+use crate::filter::sql::{push_limit_offset, push_run_where};
+use crate::records::{
+    attempt_conflict, decode_count, decode_phase, decode_status, idempotency_conflict, lease_until,
+    now, run_conflict, stale, step_conflict, terminal_run,
+};
+use crate::runs::{
+    AttemptRecord, ClaimedStep, EventRecord, NewEvent, NewRun, NewStep, ParentRef, RunChanges,
+    RunQuery, RunRecord, RunTransaction, SignalRecord, StepPhase, StepRecord,
+};
+use crate::{Page, StoreError};
+
+macro_rules! run_columns {
+    () => {
+        "id, definition_id, definition_name, definition_version, status, input, output, error, \
+         idempotency_key, parent_run_id, parent_step_row_id, depth, deadline_at, created_at, \
+         started_at, completed_at, updated_at"
+    };
+}
+
+macro_rules! step_columns {
+    () => {
+        "id, run_id, step_id, status, phase, attempt, input, output, error, runner, lease_owner, \
+         due_at, wait, created_at, started_at, completed_at, updated_at"
+    };
+}
+
+macro_rules! signal_columns {
+    () => {
+        "id, run_id, name, payload, created_at"
+    };
+}
+
+macro_rules! event_columns {
+    () => {
+        "seq, run_id, step_id, kind, data, created_at"
+    };
+}
+
+fn uuid(row: &SqliteRow, column: &str) -> Result<Uuid, StoreError> {
+    Ok(row.try_get::<Hyphenated, _>(column)?.into_uuid())
+}
+
+fn optional_uuid(row: &SqliteRow, column: &str) -> Result<Option<Uuid>, StoreError> {
+    Ok(row
+        .try_get::<Option<Hyphenated>, _>(column)?
+        .map(Hyphenated::into_uuid))
+}
+
+fn run(row: &SqliteRow) -> Result<RunRecord, StoreError> {
+    let parent = match (
+        optional_uuid(row, "parent_run_id")?,
+        optional_uuid(row, "parent_step_row_id")?,
+    ) {
+        (Some(run_id), Some(step_row_id)) => Some(ParentRef {
+            run_id,
+            step_row_id,
+        }),
+        _ => None,
+    };
+    Ok(RunRecord {
+        id: uuid(row, "id")?,
+        definition_id: uuid(row, "definition_id")?,
+        definition_name: row.try_get("definition_name")?,
+        definition_version: row.try_get("definition_version")?,
+        status: decode_status(row.try_get("status")?)?,
+        input: row.try_get("input")?,
+        output: row.try_get("output")?,
+        error: row.try_get("error")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        parent,
+        depth: decode_count(row.try_get("depth")?)?,
+        deadline_at: row.try_get("deadline_at")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        completed_at: row.try_get("completed_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn step(row: &SqliteRow) -> Result<StepRecord, StoreError> {
+    Ok(StepRecord {
+        id: uuid(row, "id")?,
+        run_id: uuid(row, "run_id")?,
+        step_id: row.try_get("step_id")?,
+        status: decode_status(row.try_get("status")?)?,
+        phase: decode_phase(row.try_get("phase")?)?,
+        attempt: decode_count(row.try_get("attempt")?)?,
+        input: row.try_get("input")?,
+        output: row.try_get("output")?,
+        error: row.try_get("error")?,
+        runner: row.try_get("runner")?,
+        lease_owner: row.try_get("lease_owner")?,
+        due_at: row.try_get("due_at")?,
+        wait: row.try_get("wait")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        completed_at: row.try_get("completed_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn attempt(row: &SqliteRow) -> Result<AttemptRecord, StoreError> {
+    Ok(AttemptRecord {
+        step_row_id: uuid(row, "step_row_id")?,
+        attempt: decode_count(row.try_get("attempt")?)?,
+        status: decode_status(row.try_get("status")?)?,
+        input: row.try_get("input")?,
+        output: row.try_get("output")?,
+        error: row.try_get("error")?,
+        runner: row.try_get("runner")?,
+        lease_owner: row.try_get("lease_owner")?,
+        started_at: row.try_get("started_at")?,
+        completed_at: row.try_get("completed_at")?,
+    })
+}
+
+fn signal(row: &SqliteRow) -> Result<SignalRecord, StoreError> {
+    Ok(SignalRecord {
+        id: uuid(row, "id")?,
+        run_id: uuid(row, "run_id")?,
+        name: row.try_get("name")?,
+        payload: row.try_get("payload")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn event(row: &SqliteRow) -> Result<EventRecord, StoreError> {
+    Ok(EventRecord {
+        seq: row.try_get("seq")?,
+        run_id: uuid(row, "run_id")?,
+        step_id: row.try_get("step_id")?,
+        kind: row.try_get("kind")?,
+        data: row.try_get("data")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// Ids as one JSON array of hyphenated strings, for `IN (SELECT value FROM json_each(?))`.
+fn id_list(ids: impl IntoIterator<Item = Uuid>) -> String {
+    Value::Array(
+        ids.into_iter()
+            .map(|id| Value::String(id.hyphenated().to_string()))
+            .collect(),
+    )
+    .to_string()
+}
+
+fn optional_time(time: Option<&DateTime<Utc>>) -> Option<String> {
+    time.map(encode_time)
+}
+
+async fn run_by_id(conn: &mut SqliteConnection, id: Uuid) -> Result<Option<RunRecord>, StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        run_columns!(),
+        " FROM workflow_runs WHERE id = ?"
+    ))
+    .bind(id.hyphenated())
+    .fetch_optional(conn)
+    .await
+    .map_err(StoreError::from_sqlx)?;
+    row.as_ref().map(run).transpose()
+}
+
+async fn steps_of(
+    conn: &mut SqliteConnection,
+    run_id: Uuid,
+) -> Result<Vec<StepRecord>, StoreError> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        step_columns!(),
+        " FROM step_runs WHERE run_id = ? ORDER BY created_at, id"
+    ))
+    .bind(run_id.hyphenated())
+    .fetch_all(conn)
+    .await
+    .map_err(StoreError::from_sqlx)?;
+    rows.iter().map(step).collect()
+}
+
+/// Insert a run row; `false` (and nothing written) if its idempotency key exists.
+async fn insert_run(conn: &mut SqliteConnection, run: &RunRecord) -> Result<bool, StoreError> {
+    let done = sqlx::query(concat!(
+        "INSERT INTO workflow_runs (",
+        run_columns!(),
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " ON CONFLICT (idempotency_key) DO NOTHING"
+    ))
+    .bind(run.id.hyphenated())
+    .bind(run.definition_id.hyphenated())
+    .bind(&run.definition_name)
+    .bind(&run.definition_version)
+    .bind(run.status.as_str())
+    .bind(&run.input)
+    .bind(&run.output)
+    .bind(&run.error)
+    .bind(&run.idempotency_key)
+    .bind(run.parent.map(|p| p.run_id.hyphenated()))
+    .bind(run.parent.map(|p| p.step_row_id.hyphenated()))
+    .bind(i64::from(run.depth))
+    .bind(optional_time(run.deadline_at.as_ref()))
+    .bind(encode_time(&run.created_at))
+    .bind(optional_time(run.started_at.as_ref()))
+    .bind(optional_time(run.completed_at.as_ref()))
+    .bind(encode_time(&run.updated_at))
+    .execute(conn)
+    .await
+    .map_err(|e| StoreError::from_sqlx_unique(e, run_conflict(run.id)))?;
+    Ok(done.rows_affected() == 1)
+}
+
+async fn insert_steps(
+    conn: &mut SqliteConnection,
+    run_id: Uuid,
+    steps: &[NewStep],
+    at: &str,
+) -> Result<(), StoreError> {
+    for new in steps {
+        sqlx::query(
+            "INSERT INTO step_runs \
+             (id, run_id, step_id, status, phase, attempt, due_at, created_at, updated_at) \
+             VALUES (?, ?, ?, 'PENDING', 'queued', 0, ?, ?, ?)",
+        )
+        .bind(new.id.hyphenated())
+        .bind(run_id.hyphenated())
+        .bind(&new.step_id)
+        .bind(encode_time(&new.due_at))
+        .bind(at)
+        .bind(at)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| {
+            StoreError::from_sqlx_unique(e, step_conflict(run_id, &new.step_id, new.id))
+        })?;
+    }
+    Ok(())
+}
+
+async fn insert_events(
+    conn: &mut SqliteConnection,
+    events: Vec<NewEvent>,
+    at: DateTime<Utc>,
+) -> Result<Vec<EventRecord>, StoreError> {
+    let mut records = Vec::with_capacity(events.len());
+    for new in events {
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO events (run_id, step_id, kind, data, created_at) \
+             VALUES (?, ?, ?, ?, ?) RETURNING seq",
+        )
+        .bind(new.run_id.hyphenated())
+        .bind(&new.step_id)
+        .bind(&new.kind)
+        .bind(&new.data)
+        .bind(encode_time(&at))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        records.push(EventRecord {
+            seq,
+            run_id: new.run_id,
+            step_id: new.step_id,
+            kind: new.kind,
+            data: new.data,
+            created_at: at,
+        });
+    }
+    Ok(records)
+}
+
+/// A run and its initial steps (`false`: its idempotency key exists, nothing written).
+async fn insert_new_run(
+    conn: &mut SqliteConnection,
+    new: NewRun,
+    at: DateTime<Utc>,
+) -> Result<(RunRecord, bool), StoreError> {
+    let (record, steps) = new.into_record(at);
+    if !insert_run(&mut *conn, &record).await? {
+        return Ok((record, false));
+    }
+    insert_steps(conn, record.id, &steps, &encode_time(&at)).await?;
+    Ok((record, true))
+}
+
+/// Everything [`RunTransaction::apply`] writes, in its order.
+async fn apply_changes(
+    conn: &mut SqliteConnection,
+    run_id: Uuid,
+    changes: RunChanges,
+) -> Result<Vec<EventRecord>, StoreError> {
+    let at = now();
+    let at_text = encode_time(&at);
+
+    if let Some(update) = &changes.run {
+        let completed_at = update.status.is_terminal().then(|| at_text.clone());
+        sqlx::query(
+            "UPDATE workflow_runs SET status = ?, output = ?, error = ?, completed_at = ?, \
+             updated_at = ? WHERE id = ?",
+        )
+        .bind(update.status.as_str())
+        .bind(&update.output)
+        .bind(&update.error)
+        .bind(completed_at)
+        .bind(&at_text)
+        .bind(run_id.hyphenated())
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    }
+
+    for update in &changes.step_updates {
+        let completed_at = update.status.is_terminal().then(|| at_text.clone());
+        let keep_lease = update.phase == StepPhase::Executing;
+        let reset_attempt = update.reset_attempt.map(i64::from);
+        let query = match &update.guard {
+            Some(_) => sqlx::query(
+                "UPDATE step_runs SET status = ?, phase = ?, input = COALESCE(?, input), \
+                 output = COALESCE(?, output), error = COALESCE(?, error), \
+                 runner = COALESCE(?, runner), due_at = ?, wait = ?, \
+                 attempt = COALESCE(?, attempt), \
+                 lease_owner = CASE WHEN ? THEN lease_owner END, completed_at = ?, \
+                 updated_at = ? \
+                 WHERE id = ? AND phase = 'executing' AND lease_owner = ? AND attempt = ?",
+            ),
+            None => sqlx::query(
+                "UPDATE step_runs SET status = ?, phase = ?, input = COALESCE(?, input), \
+                 output = COALESCE(?, output), error = COALESCE(?, error), \
+                 runner = COALESCE(?, runner), due_at = ?, wait = ?, \
+                 attempt = COALESCE(?, attempt), \
+                 lease_owner = CASE WHEN ? THEN lease_owner END, completed_at = ?, \
+                 updated_at = ? \
+                 WHERE id = ?",
+            ),
+        };
+        let mut query = query
+            .bind(update.status.as_str())
+            .bind(update.phase.as_str())
+            .bind(&update.input)
+            .bind(&update.output)
+            .bind(&update.error)
+            .bind(&update.runner)
+            .bind(optional_time(update.due_at.as_ref()))
+            .bind(&update.wait)
+            .bind(reset_attempt)
+            .bind(keep_lease)
+            .bind(completed_at)
+            .bind(&at_text)
+            .bind(update.id.hyphenated());
+        if let Some(guard) = &update.guard {
+            query = query.bind(&guard.owner).bind(i64::from(guard.attempt));
+        }
+        let done = query
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        if done.rows_affected() == 0 {
+            return Err(match &update.guard {
+                Some(guard) => stale(update.id, &guard.owner, guard.attempt),
+                None => StoreError::NotFound,
+            });
+        }
+    }
+
+    insert_steps(&mut *conn, run_id, &changes.new_steps, &at_text).await?;
+
+    for record in &changes.attempts {
+        let done = sqlx::query(
+            "INSERT INTO step_attempts (step_row_id, run_id, attempt, status, input, output, \
+             error, runner, lease_owner, started_at, completed_at) \
+             SELECT id, run_id, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM step_runs WHERE id = ?",
+        )
+        .bind(i64::from(record.attempt))
+        .bind(record.status.as_str())
+        .bind(&record.input)
+        .bind(&record.output)
+        .bind(&record.error)
+        .bind(&record.runner)
+        .bind(&record.lease_owner)
+        .bind(encode_time(&record.started_at))
+        .bind(encode_time(&record.completed_at))
+        .bind(record.step_row_id.hyphenated())
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| {
+            StoreError::from_sqlx_unique(e, attempt_conflict(record.step_row_id, record.attempt))
+        })?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+    }
+
+    for new in changes.new_runs {
+        let key = new.idempotency_key.clone();
+        let (_, created) = insert_new_run(&mut *conn, new, at).await?;
+        if !created {
+            return Err(idempotency_conflict(key.as_deref().unwrap_or_default()));
+        }
+    }
+
+    if !changes.wake.is_empty() {
+        sqlx::query(
+            "UPDATE step_runs SET due_at = ?, updated_at = ? \
+             WHERE id IN (SELECT value FROM json_each(?)) AND phase = 'waiting'",
+        )
+        .bind(&at_text)
+        .bind(&at_text)
+        .bind(id_list(changes.wake.iter().copied()))
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    }
+
+    if !changes.consume_signals.is_empty() {
+        sqlx::query(
+            "UPDATE run_signals SET consumed_at = ? \
+             WHERE id IN (SELECT value FROM json_each(?)) AND consumed_at IS NULL",
+        )
+        .bind(&at_text)
+        .bind(id_list(changes.consume_signals.iter().copied()))
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    }
+
+    insert_events(conn, changes.events, at).await
+}
+
+/// A run locked by `BEGIN IMMEDIATE` (the database's write lock).
+struct SqliteRunTransaction {
+    tx: Transaction<'static, Sqlite>,
+    run: RunRecord,
+}
+
+#[async_trait]
+impl RunTransaction for SqliteRunTransaction {
+    fn run(&self) -> &RunRecord {
+        &self.run
+    }
+
+    async fn steps(&mut self) -> Result<Vec<StepRecord>, StoreError> {
+        steps_of(&mut self.tx, self.run.id).await
+    }
+
+    async fn signals(&mut self, name: &str) -> Result<Vec<SignalRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            signal_columns!(),
+            " FROM run_signals WHERE run_id = ? AND name = ? AND consumed_at IS NULL",
+            " ORDER BY created_at, id"
+        ))
+        .bind(self.run.id.hyphenated())
+        .bind(name)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(signal).collect()
+    }
+
+    async fn other_run(&mut self, id: Uuid) -> Result<Option<RunRecord>, StoreError> {
+        run_by_id(&mut self.tx, id).await
+    }
+
+    async fn apply(self: Box<Self>, changes: RunChanges) -> Result<Vec<EventRecord>, StoreError> {
+        let SqliteRunTransaction { mut tx, run } = *self;
+        match apply_changes(&mut tx, run.id, changes).await {
+            Ok(events) => {
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(events)
+            }
+            Err(e) => {
+                // Release the write lock now rather than when the connection is next used.
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
+        self.tx.rollback().await.map_err(StoreError::from_sqlx)
+    }
+}
+
+impl SqliteStore {
+    async fn immediate(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::from_sqlx)
+    }
+
+    async fn run_by_key(&self, key: &str) -> Result<Option<RunRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM workflow_runs WHERE idempotency_key = ?"
+        ))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        row.as_ref().map(run).transpose()
+    }
+
+    pub(super) async fn create_run_impl(
+        &self,
+        new: NewRun,
+        events: Vec<NewEvent>,
+    ) -> Result<(RunRecord, bool), StoreError> {
+        let at = now();
+        let key = new.idempotency_key.clone();
+        // The first statement writes: the transaction holds the write lock from there on.
+        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        let (record, created) = insert_new_run(&mut tx, new, at).await?;
+        if !created {
+            tx.rollback().await.map_err(StoreError::from_sqlx)?;
+            let key = key.unwrap_or_default();
+            return match self.run_by_key(&key).await? {
+                Some(existing) => Ok((existing, false)),
+                None => Err(idempotency_conflict(&key)),
+            };
+        }
+        insert_events(&mut tx, events, at).await?;
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok((record, true))
+    }
+
+    pub(super) async fn get_run_impl(&self, id: Uuid) -> Result<Option<RunRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
+        run_by_id(&mut conn, id).await
+    }
+
+    pub(super) async fn list_runs_impl(&self, q: &RunQuery) -> Result<Page<RunRecord>, StoreError> {
+        let mut select = QueryBuilder::<Sqlite>::new(concat!(
+            "SELECT ",
+            run_columns!(),
+            ", COUNT(*) OVER () AS total FROM workflow_runs"
+        ));
+        push_run_where(&mut select, q);
+        select.push(" ORDER BY created_at DESC, id DESC");
+        push_limit_offset(&mut select, q.limit, q.offset);
+        let rows = select
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        let total: i64 = match rows.first() {
+            Some(row) => row.try_get("total")?,
+            // An empty page says nothing of the total unless it is the first page.
+            None if q.offset == 0 && q.limit > 0 => 0,
+            None => {
+                let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM workflow_runs");
+                push_run_where(&mut count, q);
+                count
+                    .build_query_scalar()
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(StoreError::from_sqlx)?
+            }
+        };
+        Ok(Page {
+            items: rows.iter().map(run).collect::<Result<_, _>>()?,
+            total: u64::try_from(total).unwrap_or(0),
+        })
+    }
+
+    pub(super) async fn list_steps_impl(
+        &self,
+        run_id: Uuid,
+    ) -> Result<Vec<StepRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
+        steps_of(&mut conn, run_id).await
+    }
+
+    pub(super) async fn get_step_impl(&self, id: Uuid) -> Result<Option<StepRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            step_columns!(),
+            " FROM step_runs WHERE id = ?"
+        ))
+        .bind(id.hyphenated())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        row.as_ref().map(step).transpose()
+    }
+
+    pub(super) async fn list_attempts_impl(
+        &self,
+        run_id: Uuid,
+    ) -> Result<Vec<AttemptRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.step_row_id, a.attempt, a.status, a.input, a.output, a.error, a.runner, \
+             a.lease_owner, a.started_at, a.completed_at \
+             FROM step_attempts a JOIN step_runs s ON s.id = a.step_row_id \
+             WHERE a.run_id = ? ORDER BY s.created_at, s.id, a.attempt",
+        )
+        .bind(run_id.hyphenated())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(attempt).collect()
+    }
+
+    pub(super) async fn claim_steps_impl(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<ClaimedStep>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let at = now();
+        let until = lease_until(at, lease)?;
+        let at_text = encode_time(&at);
+        let mut tx = self.immediate().await?;
+        let picked: Vec<Hyphenated> = sqlx::query_scalar(
+            "SELECT id FROM step_runs WHERE phase <> 'done' AND due_at <= ? \
+             ORDER BY due_at, id LIMIT ?",
+        )
+        .bind(&at_text)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        if picked.is_empty() {
+            tx.rollback().await.map_err(StoreError::from_sqlx)?;
+            return Ok(Vec::new());
+        }
+        let order: HashMap<Uuid, usize> = picked
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.into_uuid(), i))
+            .collect();
+        // SET expressions see the row as it was: `claimed_from = phase` keeps the old phase.
+        let rows = sqlx::query(concat!(
+            "UPDATE step_runs SET phase = 'executing', status = 'RUNNING', lease_owner = ?, ",
+            "due_at = ?, started_at = COALESCE(started_at, ?), ",
+            "attempt = CASE WHEN phase = 'waiting' THEN attempt ELSE attempt + 1 END, ",
+            "claimed_from = phase, updated_at = ? ",
+            "WHERE id IN (SELECT value FROM json_each(?)) RETURNING ",
+            step_columns!(),
+            ", claimed_from"
+        ))
+        .bind(owner)
+        .bind(encode_time(&until))
+        .bind(&at_text)
+        .bind(&at_text)
+        .bind(id_list(order.keys().copied()))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                Ok(ClaimedStep {
+                    step: step(row)?,
+                    claimed_from: decode_phase(row.try_get("claimed_from")?)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        claimed.sort_by_key(|c| order.get(&c.step.id).copied());
+        Ok(claimed)
+    }
+
+    pub(super) async fn renew_leases_impl(
+        &self,
+        owner: &str,
+        ids: &[Uuid],
+        lease: Duration,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let until = lease_until(now(), lease)?;
+        let renewed: Vec<Hyphenated> = sqlx::query_scalar(
+            "UPDATE step_runs SET due_at = ? \
+             WHERE id IN (SELECT value FROM json_each(?)) AND phase = 'executing' \
+             AND lease_owner = ? RETURNING id",
+        )
+        .bind(encode_time(&until))
+        .bind(id_list(ids.iter().copied()))
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let renewed: Vec<Uuid> = renewed.into_iter().map(Hyphenated::into_uuid).collect();
+        Ok(ids
+            .iter()
+            .filter(|id| !renewed.contains(id))
+            .copied()
+            .collect())
+    }
+
+    pub(super) async fn release_leases_impl(&self, owner: &str) -> Result<u64, StoreError> {
+        let at = encode_time(&now());
+        let done = sqlx::query(
+            "UPDATE step_runs SET phase = 'queued', status = 'PENDING', due_at = ?, \
+             lease_owner = NULL, updated_at = ? WHERE phase = 'executing' AND lease_owner = ?",
+        )
+        .bind(&at)
+        .bind(&at)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        Ok(done.rows_affected())
+    }
+
+    pub(super) async fn reset_executing_impl(&self) -> Result<u64, StoreError> {
+        let at = encode_time(&now());
+        let done = sqlx::query(
+            "UPDATE step_runs SET phase = 'queued', status = 'PENDING', due_at = ?, \
+             lease_owner = NULL, updated_at = ? WHERE phase = 'executing'",
+        )
+        .bind(&at)
+        .bind(&at)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        Ok(done.rows_affected())
+    }
+
+    pub(super) async fn next_due_at_impl(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT due_at FROM step_runs WHERE phase <> 'done' AND due_at IS NOT NULL \
+             ORDER BY due_at LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)
+    }
+
+    pub(super) async fn begin_run_impl(
+        &self,
+        run_id: Uuid,
+    ) -> Result<Box<dyn RunTransaction>, StoreError> {
+        let mut tx = self.immediate().await?;
+        match run_by_id(&mut tx, run_id).await? {
+            Some(run) => Ok(Box::new(SqliteRunTransaction { tx, run })),
+            None => {
+                tx.rollback().await.map_err(StoreError::from_sqlx)?;
+                Err(StoreError::NotFound)
+            }
+        }
+    }
+
+    pub(super) async fn post_signal_impl(
+        &self,
+        run_id: Uuid,
+        name: &str,
+        payload: Value,
+    ) -> Result<SignalRecord, StoreError> {
+        let at = now();
+        let at_text = encode_time(&at);
+        let record = SignalRecord {
+            id: crate::records::new_id(),
+            run_id,
+            name: name.to_owned(),
+            payload,
+            created_at: at,
+        };
+        let mut tx = self.immediate().await?;
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM workflow_runs WHERE id = ?")
+                .bind(run_id.hyphenated())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+        let status = match status {
+            None => Err(StoreError::NotFound),
+            Some(status) => match decode_status(&status)? {
+                status if status.is_terminal() => Err(terminal_run(run_id, status)),
+                _ => Ok(()),
+            },
+        };
+        if let Err(e) = status {
+            tx.rollback().await.map_err(StoreError::from_sqlx)?;
+            return Err(e);
+        }
+        sqlx::query(concat!(
+            "INSERT INTO run_signals (",
+            signal_columns!(),
+            ") VALUES (?, ?, ?, ?, ?)"
+        ))
+        .bind(record.id.hyphenated())
+        .bind(run_id.hyphenated())
+        .bind(&record.name)
+        .bind(&record.payload)
+        .bind(&at_text)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        sqlx::query(
+            "UPDATE step_runs SET due_at = ?, updated_at = ? \
+             WHERE run_id = ? AND phase = 'waiting' AND json_extract(wait, '$.signal') = ?",
+        )
+        .bind(&at_text)
+        .bind(&at_text)
+        .bind(run_id.hyphenated())
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let event = NewEvent {
+            run_id,
+            step_id: None,
+            kind: "signal.received".to_owned(),
+            data: json!({ "signalId": record.id, "name": name, "payload": record.payload }),
+        };
+        insert_events(&mut tx, vec![event], at).await?;
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok(record)
+    }
+
+    pub(super) async fn list_events_impl(
+        &self,
+        after_seq: i64,
+        run_id: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = match run_id {
+            Some(run_id) => sqlx::query(concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+            ))
+            .bind(run_id.hyphenated()),
+            None => sqlx::query(concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+            )),
+        }
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(event).collect()
+    }
+}

@@ -1,0 +1,215 @@
+//! W1/W2 workflow benchmarks (a bench binary, not a timed test).
+//!
+//! W1: 100 runs × 10 sequential `add` steps, all started at once. W2: one run, a fork of 100
+//! parallel `add` steps, then a join. Also: one 10-step run alone. Each on SQLite and, when
+//! reachable, PostgreSQL. Reports wall time, steps/s and step-to-step latency (p50/p99: from a
+//! step's completion to its successor's start). Run with `cargo bench -p weft --bench workflows`
+//! after `cargo xtask plugins`.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use weft::Application;
+use weft::config::Config;
+use weft_store::Backend;
+use weft_store::testing::fresh_database;
+
+struct Bench {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Bench {
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        assert!(
+            response.status().is_success(),
+            "POST {path}: {}",
+            response.status()
+        );
+        response.json().await.expect("json")
+    }
+    async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("json")
+    }
+    async fn deploy(&self, definition: Value) {
+        let created = self.post("/api/v1/workflow-definitions", definition).await;
+        let id = created["id"].as_str().expect("id");
+        self.post(
+            &format!("/api/v1/workflow-definitions/{id}/publish"),
+            json!(null),
+        )
+        .await;
+        self.post(
+            &format!("/api/v1/workflow-definitions/{id}/enable"),
+            json!(null),
+        )
+        .await;
+    }
+    async fn run_all(&self, name: &str, count: usize) -> (Duration, Vec<String>) {
+        let started = Instant::now();
+        let mut ids = Vec::new();
+        for _ in 0..count {
+            let run = self
+                .post(
+                    "/api/v1/workflow-instances",
+                    json!({"name": name, "input": {"value": 0}}),
+                )
+                .await;
+            ids.push(run["id"].as_str().expect("id").to_string());
+        }
+        loop {
+            let mut done = 0;
+            for id in &ids {
+                let run = self.get(&format!("/api/v1/workflow-instances/{id}")).await;
+                match run["status"].as_str() {
+                    Some("COMPLETED") => done += 1,
+                    Some("FAILED") | Some("CANCELLED") => panic!("run failed: {run}"),
+                    _ => break,
+                }
+            }
+            if done == ids.len() {
+                return (started.elapsed(), ids);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    /// Gaps between a step's completion and the next step's start, in ms.
+    async fn gaps(&self, ids: &[String]) -> Vec<f64> {
+        let mut gaps = Vec::new();
+        for id in ids {
+            let steps = self
+                .get(&format!("/api/v1/workflow-instances/{id}/steps"))
+                .await;
+            let mut spans: Vec<(DateTime<Utc>, DateTime<Utc>)> = steps["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .filter_map(|s| {
+                    let a = s["attempts"].as_array()?.last()?;
+                    Some((
+                        a["startedAt"].as_str()?.parse().ok()?,
+                        a["completedAt"].as_str()?.parse().ok()?,
+                    ))
+                })
+                .collect();
+            spans.sort();
+            for pair in spans.windows(2) {
+                gaps.push((pair[1].0 - pair[0].1).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+            }
+        }
+        gaps.sort_by(f64::total_cmp);
+        gaps
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn chain(name: &str, n: usize) -> Value {
+    let steps: Vec<Value> = (0..n).map(|i| {
+        let mut config = json!({"taskDefinitionId": "add"});
+        if i + 1 < n {
+            config["nextStepId"] = json!(format!("s{}", i + 1));
+        }
+        let value = if i == 0 { json!({"type": "workflowInput", "value": "value"}) }
+            else { json!({"type": "taskOutput", "value": {"taskId": format!("s{}", i - 1), "outputKey": "value"}}) };
+        json!({"stepDefinitionId": format!("s{i}"), "type": "task", "taskConfig": config, "parameters": {"value": value}})
+    }).collect();
+    json!({"name": name, "inputParameters": [{"name": "value", "type": "number"}], "steps": steps})
+}
+
+fn fan(name: &str, n: usize) -> Value {
+    let mut steps = vec![
+        json!({"stepDefinitionId": "fork", "type": "fork", "forkConfig": {"joinStepId": "join",
+        "branches": (0..n).map(|i| json!({"nextStepId": format!("b{i}")})).collect::<Vec<_>>()}}),
+    ];
+    for i in 0..n {
+        steps.push(json!({"stepDefinitionId": format!("b{i}"), "type": "task",
+            "taskConfig": {"taskDefinitionId": "add", "nextStepId": "join"},
+            "parameters": {"value": {"type": "constant", "value": i}}}));
+    }
+    steps.push(json!({"stepDefinitionId": "join", "type": "join",
+        "joinConfig": {"incomingStepIds": (0..n).map(|i| format!("b{i}")).collect::<Vec<_>>()}}));
+    json!({"name": name, "steps": steps})
+}
+
+async fn bench(backend: Backend) {
+    let database = match fresh_database(backend).await {
+        Ok(db) => db,
+        Err(e) => {
+            println!("{backend}: skipped ({e})");
+            return;
+        }
+    };
+    let data = tempfile::tempdir().expect("tempdir");
+    let plugins = tempfile::tempdir().expect("tempdir");
+    let add =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins/add.wasm");
+    std::fs::copy(&add, plugins.path().join("add.wasm")).expect("run `cargo xtask plugins` first");
+    let mut config = Config::for_tests(data.path(), &database.url);
+    config.plugins_dir = Some(plugins.path().to_path_buf());
+    config.poll_interval = Duration::from_millis(500);
+    let app = Application::build(config).await.expect("app");
+    let bench = Bench {
+        base: format!("http://{}", app.address()),
+        http: reqwest::Client::new(),
+    };
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    bench.deploy(chain("w1", 10)).await;
+    bench.deploy(fan("w2", 100)).await;
+
+    // Warm-up.
+    bench.run_all("w1", 2).await;
+    let (single, ids) = bench.run_all("w1", 1).await;
+    let single_gaps = bench.gaps(&ids).await;
+    let (w1, ids) = bench.run_all("w1", 100).await;
+    let gaps = bench.gaps(&ids).await;
+    let (w2, _) = bench.run_all("w2", 1).await;
+
+    println!(
+        "{backend}: single 10-step run: {:.1} ms (step-to-step p50 {:.2} ms)",
+        single.as_secs_f64() * 1000.0,
+        percentile(&single_gaps, 0.5)
+    );
+    println!(
+        "{backend}: W1 100 x 10 steps: {:.0} ms, {:.0} steps/s, step-to-step p50 {:.2} ms p99 {:.2} ms",
+        w1.as_secs_f64() * 1000.0,
+        1000.0 / w1.as_secs_f64(),
+        percentile(&gaps, 0.5),
+        percentile(&gaps, 0.99)
+    );
+    println!(
+        "{backend}: W2 fork 100 + join: {:.1} ms ({:.0} steps/s)",
+        w2.as_secs_f64() * 1000.0,
+        102.0 / w2.as_secs_f64()
+    );
+    shutdown.cancel();
+    let _ = server.await;
+}
+
+#[tokio::main]
+async fn main() {
+    bench(Backend::Sqlite).await;
+    bench(Backend::Postgres).await;
+}

@@ -1,0 +1,349 @@
+//! The executor: claims ready steps from the store, runs them (task steps through a
+//! [`runner::Runner`], fork/join/wait/decision/workflow inside the engine), and records each
+//! outcome with its consequences in one transaction ([`plan`]).
+//!
+//! Ownership: [`Executor`] is a handle; the dispatcher task, the lease keeper and the step tasks
+//! it spawns are the only writers of step state on this replica. In-flight steps are tracked by
+//! [`InFlight`] (one owner, a lock inside). A step is claimed under a lease that the lease keeper
+//! renews while it runs; a replica that dies loses its leases and other replicas (or this one,
+//! restarted) run those steps again as a new attempt.
+//!
+//! Wake-ups: a transition that makes steps ready notifies the dispatcher at once (no polling
+//! delay on one replica); timers and other replicas' work are found by polling `next_due_at`.
+
+pub mod plan;
+pub mod runner;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use weft_domain::DefinitionSpec;
+use weft_store::{Backend, Store, StoreError};
+
+use runner::Runner;
+
+/// Executor settings.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// Steps running at once on this replica.
+    pub max_concurrent_steps: usize,
+    /// How long a claim lasts without renewal.
+    pub lease: Duration,
+    /// Longest sleep between looks at the store for due work (timers, other replicas).
+    pub poll_interval: Duration,
+    /// Deepest sub-workflow nesting.
+    pub max_depth: u32,
+}
+
+impl Default for ExecutorOptions {
+    fn default() -> Self {
+        Self {
+            max_concurrent_steps: 64,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(500),
+            max_depth: 8,
+        }
+    }
+}
+
+/// Steps running on this replica, with the token that cancels each. One owner, lock inside.
+#[derive(Default)]
+pub struct InFlight {
+    steps: Mutex<HashMap<Uuid, (Uuid, CancellationToken)>>,
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, (Uuid, CancellationToken)>> {
+        self.steps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn insert(&self, step_row: Uuid, run_id: Uuid) -> CancellationToken {
+        let token = CancellationToken::new();
+        self.lock().insert(step_row, (run_id, token.clone()));
+        token
+    }
+
+    fn remove(&self, step_row: Uuid) {
+        self.lock().remove(&step_row);
+    }
+
+    /// Cancel the in-flight steps of `run_id`.
+    pub fn cancel_run(&self, run_id: Uuid) {
+        for (run, token) in self.lock().values() {
+            if *run == run_id {
+                token.cancel();
+            }
+        }
+    }
+
+    fn cancel_steps(&self, ids: &[Uuid]) {
+        let steps = self.lock();
+        for id in ids {
+            if let Some((_, token)) = steps.get(id) {
+                token.cancel();
+            }
+        }
+    }
+
+    fn ids(&self) -> Vec<Uuid> {
+        self.lock().keys().copied().collect()
+    }
+
+    fn cancel_all(&self) {
+        for (_, token) in self.lock().values() {
+            token.cancel();
+        }
+    }
+}
+
+/// Published definitions are immutable: cache their parsed specs.
+#[derive(Clone)]
+pub struct DefinitionCache {
+    store: Arc<dyn Store>,
+    cache: moka::future::Cache<Uuid, Arc<DefinitionSpec>>,
+}
+
+impl DefinitionCache {
+    /// A bounded cache over the store.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            cache: moka::future::Cache::new(1024),
+        }
+    }
+
+    /// The spec of definition `id`.
+    pub async fn get(&self, id: Uuid) -> Result<Arc<DefinitionSpec>, ExecutorError> {
+        if let Some(spec) = self.cache.get(&id).await {
+            return Ok(spec);
+        }
+        let record = self
+            .store
+            .get_definition(id)
+            .await?
+            .ok_or(ExecutorError::DefinitionMissing(id))?;
+        let spec = DefinitionSpec::from_json(record.spec)
+            .map_err(|_| ExecutorError::DefinitionMissing(id))?;
+        let spec = Arc::new(spec);
+        if !record.is_draft {
+            self.cache.insert(id, spec.clone()).await;
+        }
+        Ok(spec)
+    }
+}
+
+/// Why the executor could not record something.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A run's definition is gone.
+    #[error("definition {0} is missing or invalid")]
+    DefinitionMissing(Uuid),
+}
+
+struct Shared {
+    store: Arc<dyn Store>,
+    runners: Vec<Arc<dyn Runner>>,
+    definitions: DefinitionCache,
+    options: ExecutorOptions,
+    owner: String,
+    wake: Notify,
+    in_flight: InFlight,
+    slots: Arc<Semaphore>,
+}
+
+/// A handle on the executor. Cheap to clone.
+#[derive(Clone)]
+pub struct Executor {
+    shared: Arc<Shared>,
+}
+
+impl Executor {
+    /// Build the executor (nothing runs until [`Executor::start`]).
+    pub fn new(
+        store: Arc<dyn Store>,
+        runners: Vec<Arc<dyn Runner>>,
+        definitions: DefinitionCache,
+        options: ExecutorOptions,
+    ) -> Executor {
+        let owner = format!("weft-{}-{}", std::process::id(), Uuid::new_v4().simple());
+        let slots = Arc::new(Semaphore::new(options.max_concurrent_steps.max(1)));
+        Executor {
+            shared: Arc::new(Shared {
+                store,
+                runners,
+                definitions,
+                options,
+                owner,
+                wake: Notify::new(),
+                in_flight: InFlight::default(),
+                slots,
+            }),
+        }
+    }
+
+    /// Start the dispatcher and the lease keeper on `tasks`; both stop on `shutdown`, after
+    /// which in-flight steps get the shutdown bound to finish and the rest are released.
+    pub async fn start(
+        &self,
+        tasks: &mut JoinSet<()>,
+        shutdown: CancellationToken,
+    ) -> Result<(), StoreError> {
+        if self.shared.store.backend() == Backend::Sqlite {
+            // One process owns an SQLite file: whatever was executing was interrupted.
+            let reset = self.shared.store.reset_executing().await?;
+            if reset > 0 {
+                tracing::info!(
+                    steps = reset,
+                    "steps interrupted by the last stop will run again"
+                );
+            }
+        }
+        tasks.spawn(self.clone().dispatch(shutdown.clone()));
+        tasks.spawn(self.clone().keep_leases(shutdown));
+        Ok(())
+    }
+
+    /// Wake the dispatcher: new work may be ready.
+    pub fn notify(&self) {
+        self.shared.wake.notify_one();
+    }
+
+    /// Interrupt the steps of `run_id` running on this replica.
+    pub fn interrupt_run(&self, run_id: Uuid) {
+        self.shared.in_flight.cancel_run(run_id);
+    }
+
+    /// This replica's lease owner id.
+    pub fn owner(&self) -> &str {
+        &self.shared.owner
+    }
+
+    /// The definition cache.
+    pub fn definitions(&self) -> &DefinitionCache {
+        &self.shared.definitions
+    }
+
+    async fn dispatch(self, shutdown: CancellationToken) {
+        let shared = &self.shared;
+        let mut steps = JoinSet::new();
+        tracing::info!(owner = %shared.owner, "executor started");
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            // Reap finished step tasks.
+            while steps.try_join_next().is_some() {}
+            let free = shared.slots.available_permits();
+            let mut claimed_full = false;
+            if free > 0 {
+                let limit = u32::try_from(free.min(256)).unwrap_or(256);
+                match shared
+                    .store
+                    .claim_steps(&shared.owner, shared.options.lease, limit)
+                    .await
+                {
+                    Ok(claimed) => {
+                        claimed_full = claimed.len() as u32 == limit;
+                        for step in claimed {
+                            let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
+                                break;
+                            };
+                            let token = shared.in_flight.insert(step.step.id, step.step.run_id);
+                            let this = self.clone();
+                            steps.spawn(async move {
+                                let id = step.step.id;
+                                worker::execute(&this, step, token).await;
+                                this.shared.in_flight.remove(id);
+                                drop(permit);
+                                this.notify();
+                            });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "claiming steps failed; retrying"),
+                }
+            }
+            if claimed_full && shared.slots.available_permits() > 0 {
+                continue;
+            }
+            let sleep = match shared.store.next_due_at().await {
+                Ok(Some(due)) => {
+                    let wait = (due - chrono::Utc::now())
+                        .to_std()
+                        .unwrap_or(Duration::ZERO);
+                    wait.min(shared.options.poll_interval)
+                }
+                _ => shared.options.poll_interval,
+            };
+            if sleep.is_zero() && shared.slots.available_permits() > 0 {
+                // Due work that another replica holds (or that we just failed to claim): don't spin.
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = shared.wake.notified() => {}
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+                continue;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = shared.wake.notified() => {}
+                () = tokio::time::sleep(sleep) => {}
+                Some(_) = steps.join_next(), if !steps.is_empty() => {}
+            }
+        }
+        // Shutdown: let in-flight steps finish within the bound, then interrupt and release.
+        tracing::info!(in_flight = steps.len(), "executor stopping");
+        let finished = tokio::time::timeout(Duration::from_secs(5), async {
+            while steps.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            shared.in_flight.cancel_all();
+            steps.abort_all();
+            while steps.join_next().await.is_some() {}
+        }
+        match shared.store.release_leases(&shared.owner).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(steps = n, "released unfinished steps"),
+            Err(e) => tracing::warn!(error = %e, "could not release leases; they will expire"),
+        }
+        tracing::info!("executor stopped");
+    }
+
+    async fn keep_leases(self, shutdown: CancellationToken) {
+        let shared = &self.shared;
+        let every = shared.options.lease / 3;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            let ids = shared.in_flight.ids();
+            if ids.is_empty() {
+                continue;
+            }
+            match shared
+                .store
+                .renew_leases(&shared.owner, &ids, shared.options.lease)
+                .await
+            {
+                Ok(lost) if !lost.is_empty() => {
+                    tracing::warn!(steps = lost.len(), "leases lost; interrupting those steps");
+                    shared.in_flight.cancel_steps(&lost);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "renewing leases failed"),
+            }
+        }
+    }
+}

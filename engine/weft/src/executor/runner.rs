@@ -1,0 +1,107 @@
+//! The runner seam: a task step asks a [`Runner`] to run its task. The Wasm runtime is one
+//! runner; remote agents will be another. The executor knows nothing of either's internals.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use weft_runtime::StepContext;
+
+use super::plan::Failure;
+use crate::plugins::{PluginLimits, PluginRegistry};
+
+/// One task to run.
+#[derive(Debug, Clone)]
+pub struct TaskRequest {
+    /// The task (plugin) name.
+    pub task: String,
+    /// A semver requirement, if the step pins one.
+    pub version: Option<semver::VersionReq>,
+    /// The bound input.
+    pub input: Value,
+    /// Run, step and attempt.
+    pub context: StepContext,
+    /// Per-attempt time-out from the step definition.
+    pub timeout: Option<Duration>,
+}
+
+/// What a runner reports.
+pub type TaskResult = Result<Value, Failure>;
+
+/// Something that can run task steps.
+#[async_trait]
+pub trait Runner: Send + Sync + 'static {
+    /// `wasm`, `agent`...: recorded on the step.
+    fn name(&self) -> &'static str;
+    /// Whether this runner can run `task` (at `version`).
+    fn provides(&self, task: &str, version: Option<&semver::VersionReq>) -> bool;
+    /// Run it; `cancel` interrupts it.
+    async fn run(&self, request: TaskRequest, cancel: CancellationToken) -> TaskResult;
+}
+
+/// Runs task steps as Wasm plugins from the registry.
+pub struct WasmRunner {
+    plugins: PluginRegistry,
+}
+
+impl WasmRunner {
+    /// Over the plugin registry.
+    pub fn new(plugins: PluginRegistry) -> Self {
+        Self { plugins }
+    }
+}
+
+#[async_trait]
+impl Runner for WasmRunner {
+    fn name(&self) -> &'static str {
+        "wasm"
+    }
+
+    fn provides(&self, task: &str, version: Option<&semver::VersionReq>) -> bool {
+        self.plugins.resolve(task, version).is_some()
+    }
+
+    async fn run(&self, request: TaskRequest, cancel: CancellationToken) -> TaskResult {
+        let Some((info, _)) = self
+            .plugins
+            .resolve(&request.task, request.version.as_ref())
+        else {
+            return Err(Failure::fatal(
+                "no_runner",
+                format!("no plugin provides task '{}'", request.task),
+            ));
+        };
+        let overrides = PluginLimits {
+            timeout_ms: request
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            ..PluginLimits::default()
+        };
+        let report = self
+            .plugins
+            .invoke_with_context(
+                &info.name,
+                &info.version,
+                &request.input,
+                &overrides,
+                request.context,
+                cancel,
+            )
+            .await
+            .map_err(|e| Failure {
+                code: "runner_error".into(),
+                message: e.to_string(),
+                retryable: true,
+            })?;
+        match (report.output, report.error) {
+            (Some(output), None) => Ok(output),
+            (_, Some(error)) => Err(Failure {
+                code: error.code,
+                message: error.message,
+                retryable: error.retryable,
+            }),
+            (None, None) => Ok(Value::Null),
+        }
+    }
+}

@@ -1,0 +1,584 @@
+//! Running one claimed step: compute its outcome (through a runner for task steps, inside the
+//! engine for the others), then record it with [`plan::step_outcome`] in one transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use weft_domain::expression::Expression;
+use weft_domain::{DefinitionSpec, StepDefinition, StepType};
+use weft_runtime::StepContext;
+use weft_store::{
+    ClaimedStep, LeaseGuard, NewRun, NewStep, ParentRef, RunRecord, RunStatus, StepPhase,
+    StoreError,
+};
+
+use super::plan::{self, Claimed, Failure, Outcome, RunView};
+use super::runner::TaskRequest;
+use super::{Executor, ExecutorError};
+
+/// Execute `claimed` and record the outcome. Errors are logged: the step's lease expires and it
+/// runs again.
+pub async fn execute(executor: &Executor, claimed: ClaimedStep, cancel: CancellationToken) {
+    let step_row = claimed.step.id;
+    let run_id = claimed.step.run_id;
+    let step_id = claimed.step.step_id.clone();
+    match execute_inner(executor, claimed, cancel).await {
+        Ok(()) => {}
+        Err(ExecutorError::Store(StoreError::Stale(reason))) => {
+            tracing::info!(%run_id, %step_id, %reason, "step result dropped: its lease was lost");
+        }
+        Err(e) => {
+            tracing::error!(%run_id, %step_id, step_row = %step_row, error = %e, "step could not be recorded; it will run again when its lease expires");
+        }
+    }
+}
+
+async fn execute_inner(
+    executor: &Executor,
+    claimed: ClaimedStep,
+    cancel: CancellationToken,
+) -> Result<(), ExecutorError> {
+    let shared = &executor.shared;
+    let row = claimed.step.clone();
+    let guard = LeaseGuard {
+        owner: shared.owner.clone(),
+        attempt: row.attempt,
+    };
+    let run = shared
+        .store
+        .get_run(row.run_id)
+        .await?
+        .ok_or(ExecutorError::Store(StoreError::NotFound))?;
+    let spec = shared.definitions.get(run.definition_id).await?;
+    let Some(step) = spec.step(&row.step_id).cloned() else {
+        return record(
+            executor,
+            &spec,
+            &row,
+            None,
+            "engine",
+            guard,
+            Outcome::Failed(Failure::fatal(
+                "unknown_step",
+                format!("the definition has no step '{}'", row.step_id),
+            )),
+        )
+        .await;
+    };
+    if run.status.is_terminal() {
+        // The run ended (cancelled, failed) after this step was queued.
+        let mut tx = shared.store.begin_run(run.id).await?;
+        let steps = tx.steps().await?;
+        let mut changes = weft_store::RunChanges::default();
+        if let Some(current) = steps
+            .iter()
+            .find(|s| s.id == row.id && s.phase != StepPhase::Done)
+        {
+            changes.step_updates.push(plan::cancelled(current));
+        }
+        tx.apply(changes).await?;
+        return Ok(());
+    }
+
+    let span_fields = (run.id, row.step_id.clone(), row.attempt);
+    tracing::debug!(run_id = %span_fields.0, step_id = %span_fields.1, attempt = span_fields.2, kind = step.step_type.as_str(), from = claimed.claimed_from.as_str(), "step started");
+
+    // Inputs: the run input and the outputs of completed steps.
+    let steps = shared.store.list_steps(run.id).await?;
+    let outputs: Map<String, Value> = steps
+        .iter()
+        .filter(|s| s.status == RunStatus::Completed)
+        .map(|s| (s.step_id.clone(), s.output.clone().unwrap_or(Value::Null)))
+        .collect();
+    let input = match bind_parameters(&step, &run.input, &outputs) {
+        Ok(input) => input,
+        Err(failure) => {
+            return record(
+                executor,
+                &spec,
+                &row,
+                None,
+                "engine",
+                guard,
+                Outcome::Failed(failure),
+            )
+            .await;
+        }
+    };
+    let now = Utc::now();
+    let (runner, outcome) = match step.step_type {
+        StepType::Task => {
+            let (runner, outcome) =
+                run_task(executor, &run, &row, &step, input.clone(), cancel).await;
+            (runner, outcome)
+        }
+        StepType::Fork => ("engine", Outcome::Completed(json!({}))),
+        StepType::Join => {
+            let incoming: Map<String, Value> = step
+                .join_config
+                .iter()
+                .flat_map(|c| c.incoming_step_ids.iter())
+                .filter_map(|id| outputs.get(id).map(|o| (id.clone(), o.clone())))
+                .collect();
+            ("engine", Outcome::Completed(Value::Object(incoming)))
+        }
+        StepType::Decision => ("engine", decide(&step, &run.input, &outputs)),
+        StepType::Wait => (
+            "engine",
+            wait(
+                executor,
+                &run,
+                &row,
+                &step,
+                &outputs,
+                claimed.claimed_from,
+                now,
+            )
+            .await?,
+        ),
+        StepType::Workflow => (
+            "engine",
+            sub_workflow(
+                executor,
+                &run,
+                &row,
+                &step,
+                input.clone(),
+                claimed.claimed_from,
+                now,
+            )
+            .await?,
+        ),
+    };
+    record(executor, &spec, &row, Some(input), runner, guard, outcome).await
+}
+
+/// Record `outcome` in one transaction and wake the dispatcher.
+async fn record(
+    executor: &Executor,
+    spec: &Arc<DefinitionSpec>,
+    row: &weft_store::StepRecord,
+    input: Option<Value>,
+    runner: &str,
+    guard: LeaseGuard,
+    outcome: Outcome,
+) -> Result<(), ExecutorError> {
+    let shared = &executor.shared;
+    let mut tx = shared.store.begin_run(row.run_id).await?;
+    let steps = tx.steps().await?;
+    let run = tx.run().clone();
+    let view = RunView {
+        spec,
+        run: &run,
+        steps: &steps,
+    };
+    // A wait step completed by a signal consumes it.
+    let is_wait = spec
+        .step(&row.step_id)
+        .is_some_and(|s| s.step_type == StepType::Wait);
+    let consumed = match &outcome {
+        Outcome::Completed(output) if is_wait => output
+            .get("signalId")
+            .and_then(Value::as_str)
+            .and_then(|id| id.parse::<Uuid>().ok()),
+        _ => None,
+    };
+    let mut changes = plan::step_outcome(
+        &view,
+        &Claimed {
+            row,
+            input,
+            runner,
+            guard,
+        },
+        outcome,
+        Utc::now(),
+    );
+    changes.consume_signals.extend(consumed);
+    let finished_run = changes.run.as_ref().map(|r| r.status);
+    tx.apply(changes).await?;
+    if let Some(status) = finished_run {
+        tracing::info!(run_id = %run.id, status = status.as_str(), "run finished");
+        if status.is_terminal() {
+            executor.interrupt_run(run.id);
+        }
+    }
+    executor.notify();
+    Ok(())
+}
+
+/// The step's input from its parameter bindings.
+fn bind_parameters(
+    step: &StepDefinition,
+    input: &Value,
+    outputs: &Map<String, Value>,
+) -> Result<Value, Failure> {
+    let mut bound = Map::new();
+    for (name, binding) in &step.parameters {
+        let value = binding
+            .resolve(input, outputs)
+            .map_err(|e| Failure::fatal("binding_failed", format!("parameter '{name}': {e}")))?;
+        bound.insert(name.clone(), value);
+    }
+    Ok(Value::Object(bound))
+}
+
+async fn run_task(
+    executor: &Executor,
+    run: &RunRecord,
+    row: &weft_store::StepRecord,
+    step: &StepDefinition,
+    input: Value,
+    cancel: CancellationToken,
+) -> (&'static str, Outcome) {
+    let Some(config) = &step.task_config else {
+        return (
+            "engine",
+            Outcome::Failed(Failure::fatal(
+                "invalid_step",
+                "task step without taskConfig",
+            )),
+        );
+    };
+    let version = match config
+        .version
+        .as_deref()
+        .map(weft_domain::version::parse_requirement)
+    {
+        Some(Ok(req)) => Some(req),
+        Some(Err(e)) => {
+            return (
+                "engine",
+                Outcome::Failed(Failure::fatal("invalid_version", e.to_string())),
+            );
+        }
+        None => None,
+    };
+    let wanted = config.runner.map(|r| match r {
+        weft_domain::Runner::Wasm => "wasm",
+        weft_domain::Runner::Agent => "agent",
+    });
+    let runner = executor
+        .shared
+        .runners
+        .iter()
+        .filter(|r| wanted.is_none_or(|w| w == r.name()))
+        .find(|r| r.provides(&config.task_definition_id, version.as_ref()));
+    let Some(runner) = runner else {
+        return (
+            "engine",
+            Outcome::Failed(Failure::fatal(
+                "no_runner",
+                format!(
+                    "no runner provides task '{}'{}",
+                    config.task_definition_id,
+                    config
+                        .version
+                        .as_deref()
+                        .map(|v| format!(" version {v}"))
+                        .unwrap_or_default()
+                ),
+            )),
+        );
+    };
+    let request = TaskRequest {
+        task: config.task_definition_id.clone(),
+        version,
+        input,
+        context: StepContext {
+            run_id: run.id.to_string(),
+            step_id: row.step_id.clone(),
+            attempt: row.attempt,
+        },
+        timeout: step.timeout_seconds.map(Duration::from_secs),
+    };
+    let outcome = match runner.run(request, cancel).await {
+        Ok(output) => Outcome::Completed(output),
+        Err(failure) => Outcome::Failed(failure),
+    };
+    (runner.name(), outcome)
+}
+
+fn decide(step: &StepDefinition, input: &Value, outputs: &Map<String, Value>) -> Outcome {
+    let Some(config) = &step.decision_config else {
+        return Outcome::Failed(Failure::fatal(
+            "invalid_step",
+            "decision step without decisionConfig",
+        ));
+    };
+    for (index, case) in config.cases.iter().enumerate() {
+        let matched =
+            Expression::compile(&case.condition).and_then(|e| e.evaluate_condition(input, outputs));
+        match matched {
+            Ok(true) => {
+                return Outcome::Completed(
+                    json!({"case": case.name.clone().unwrap_or_else(|| index.to_string()),
+                    "caseIndex": index, "nextStepId": case.next_step_id}),
+                );
+            }
+            Ok(false) => {}
+            Err(e) => {
+                return Outcome::Failed(Failure::fatal(
+                    "condition_failed",
+                    format!("case {index} condition '{}': {e}", case.condition),
+                ));
+            }
+        }
+    }
+    match &config.default_step_id {
+        Some(default) => Outcome::Completed(json!({"case": "default", "nextStepId": default})),
+        None => Outcome::Failed(Failure::fatal(
+            "no_matching_case",
+            "no decision case matched and the decision has no default",
+        )),
+    }
+}
+
+async fn wait(
+    executor: &Executor,
+    run: &RunRecord,
+    row: &weft_store::StepRecord,
+    step: &StepDefinition,
+    outputs: &Map<String, Value>,
+    from: StepPhase,
+    now: DateTime<Utc>,
+) -> Result<Outcome, ExecutorError> {
+    let Some(config) = &step.wait_config else {
+        return Ok(Outcome::Failed(Failure::fatal(
+            "invalid_step",
+            "wait step without waitConfig",
+        )));
+    };
+    let resumed = from == StepPhase::Waiting;
+    if let Some(signal) = &config.signal {
+        let mut tx = executor.shared.store.begin_run(run.id).await?;
+        let signals = tx.signals(signal).await?;
+        tx.rollback().await?;
+        if let Some(first) = signals.into_iter().next() {
+            return Ok(Outcome::Completed(
+                json!({"signal": signal, "payload": first.payload, "signalId": first.id}),
+            ));
+        }
+        let timeout_at = match (&row.wait, config.timeout_seconds) {
+            (Some(wait), _) if resumed => wait
+                .get("timeoutAt")
+                .and_then(Value::as_str)
+                .and_then(|t| t.parse::<DateTime<Utc>>().ok()),
+            (_, Some(secs)) => {
+                Some(now + ChronoDuration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 2)))
+            }
+            _ => None,
+        };
+        if let Some(at) = timeout_at
+            && at <= now
+        {
+            return Ok(Outcome::Failed(Failure::fatal(
+                "signal_timeout",
+                format!("no signal '{signal}' arrived before {}", at.to_rfc3339()),
+            )));
+        }
+        return Ok(Outcome::Parked {
+            wait: json!({"signal": signal, "timeoutAt": timeout_at.map(|t| t.to_rfc3339())}),
+            due_at: timeout_at,
+            start_runs: Vec::new(),
+        });
+    }
+    let wake_at = match (&row.wait, resumed) {
+        (Some(wait), true) => wait
+            .get("wakeAt")
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<DateTime<Utc>>().ok()),
+        _ => None,
+    };
+    let wake_at = match wake_at {
+        Some(at) => at,
+        None => {
+            let seconds = match &config.duration_seconds {
+                Some(binding) => match binding.resolve(&run.input, outputs) {
+                    Ok(value) => value.as_f64(),
+                    Err(e) => {
+                        return Ok(Outcome::Failed(Failure::fatal(
+                            "binding_failed",
+                            e.to_string(),
+                        )));
+                    }
+                },
+                None => Some(0.0),
+            };
+            let Some(seconds) = seconds.filter(|s| s.is_finite() && *s >= 0.0) else {
+                return Ok(Outcome::Failed(Failure::fatal(
+                    "invalid_duration",
+                    "durationSeconds must be a non-negative number",
+                )));
+            };
+            now + ChronoDuration::milliseconds((seconds * 1000.0) as i64)
+        }
+    };
+    if wake_at <= now {
+        return Ok(Outcome::Completed(json!({"wokeAt": now.to_rfc3339()})));
+    }
+    Ok(Outcome::Parked {
+        wait: json!({"wakeAt": wake_at.to_rfc3339()}),
+        due_at: Some(wake_at),
+        start_runs: Vec::new(),
+    })
+}
+
+async fn sub_workflow(
+    executor: &Executor,
+    run: &RunRecord,
+    row: &weft_store::StepRecord,
+    step: &StepDefinition,
+    input: Value,
+    from: StepPhase,
+    now: DateTime<Utc>,
+) -> Result<Outcome, ExecutorError> {
+    let store = &executor.shared.store;
+    if from == StepPhase::Waiting
+        && let Some(child_id) = row
+            .wait
+            .as_ref()
+            .and_then(|w| w.get("childRunId"))
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<Uuid>().ok())
+    {
+        let Some(child) = store.get_run(child_id).await? else {
+            return Ok(Outcome::Failed(Failure::fatal(
+                "child_missing",
+                format!("child run {child_id} is gone"),
+            )));
+        };
+        return Ok(match child.status {
+            RunStatus::Completed => Outcome::Completed(child.output.unwrap_or(Value::Null)),
+            RunStatus::Failed | RunStatus::Cancelled => Outcome::Failed(Failure::fatal(
+                "child_failed",
+                format!(
+                    "child run {child_id} ended {}: {}",
+                    child.status.as_str(),
+                    child
+                        .error
+                        .as_ref()
+                        .and_then(|e| e.get("message"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                ),
+            )),
+            _ => Outcome::Parked {
+                wait: json!({"childRunId": child_id}),
+                due_at: None,
+                start_runs: Vec::new(),
+            },
+        });
+    }
+    let Some(config) = &step.workflow_config else {
+        return Ok(Outcome::Failed(Failure::fatal(
+            "invalid_step",
+            "workflow step without workflowConfig",
+        )));
+    };
+    if run.depth + 1 > executor.shared.options.max_depth {
+        return Ok(Outcome::Failed(Failure::fatal(
+            "too_deep",
+            format!(
+                "sub-workflows nest at most {} deep",
+                executor.shared.options.max_depth
+            ),
+        )));
+    }
+    let child_definition = match resolve_definition(executor, config).await? {
+        Ok(record) => record,
+        Err(message) => {
+            return Ok(Outcome::Failed(Failure::fatal(
+                "unknown_definition",
+                message,
+            )));
+        }
+    };
+    let child_spec = executor.shared.definitions.get(child_definition.id).await?;
+    let Some(entry) = child_spec.entry_step() else {
+        return Ok(Outcome::Failed(Failure::fatal(
+            "invalid_definition",
+            "the child definition has no steps",
+        )));
+    };
+    let child_input = match crate::runs::validate_input(&child_spec, input) {
+        Ok(input) => input,
+        Err(issues) => {
+            let text: Vec<String> = issues
+                .iter()
+                .map(|i| format!("{} {}", i.path, i.message))
+                .collect();
+            return Ok(Outcome::Failed(Failure::fatal(
+                "invalid_input",
+                format!("child input: {}", text.join("; ")),
+            )));
+        }
+    };
+    let child_id = Uuid::now_v7();
+    let child = NewRun {
+        id: child_id,
+        definition_id: child_definition.id,
+        definition_name: child_definition.name.clone(),
+        definition_version: child_definition.version.clone(),
+        input: child_input,
+        idempotency_key: None,
+        parent: Some(ParentRef {
+            run_id: run.id,
+            step_row_id: row.id,
+        }),
+        depth: run.depth + 1,
+        deadline_at: child_spec
+            .timeout_seconds
+            .map(|s| now + ChronoDuration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 2))),
+        initial_steps: vec![NewStep {
+            id: Uuid::now_v7(),
+            step_id: entry.step_definition_id.clone(),
+            due_at: now,
+        }],
+    };
+    Ok(Outcome::Parked {
+        wait: json!({"childRunId": child_id}),
+        due_at: None,
+        start_runs: vec![child],
+    })
+}
+
+/// The definition a workflow step names: by id, or by name (and optional version requirement):
+/// the newest enabled, published version.
+async fn resolve_definition(
+    executor: &Executor,
+    config: &weft_domain::WorkflowConfig,
+) -> Result<Result<weft_store::DefinitionRecord, String>, StoreError> {
+    let store = &executor.shared.store;
+    if let Some(id) = &config.workflow_definition_id {
+        let Ok(uuid) = id.parse::<Uuid>() else {
+            return Ok(Err(format!("'{id}' is not a definition id")));
+        };
+        return Ok(store
+            .get_definition(uuid)
+            .await?
+            .filter(|d| !d.is_draft)
+            .ok_or_else(|| format!("no published definition with id {id}")));
+    }
+    let Some(name) = &config.workflow_name else {
+        return Ok(Err("the step names no definition".into()));
+    };
+    let requirement = match config
+        .version
+        .as_deref()
+        .map(weft_domain::version::parse_requirement)
+    {
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => return Ok(Err(e.to_string())),
+        None => None,
+    };
+    Ok(
+        crate::runs::latest_runnable(store.as_ref(), name, requirement.as_ref())
+            .await?
+            .ok_or_else(|| format!("no enabled, published version of '{name}' matches")),
+    )
+}

@@ -1,0 +1,392 @@
+//! Durable execution through HTTP: every step type, bindings, failures, retries, cancel,
+//! signals, idempotency, version pinning — on SQLite and PostgreSQL.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::helpers::*;
+
+/// An app with the example plugins loaded from the build directory.
+async fn app_with_plugins(backend: weft_store::Backend) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    for name in ["add", "hash", "template", "json-transform", "hostile-loop"] {
+        std::fs::copy(plugin_path(name), dir.join(format!("{name}.wasm"))).expect("copy plugin");
+    }
+    spawn_app_with(backend, move |c| c.plugins_dir = Some(dir)).await
+}
+
+/// Create, publish and enable a definition; return its id.
+async fn deploy(app: &TestApp, definition: Value) -> String {
+    let created = app.create_definition(&definition).await;
+    let id = created["id"].as_str().expect("id").to_string();
+    expect_status(
+        app.post(&format!("/api/v1/workflow-definitions/{id}/publish"))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    expect_status(
+        app.post(&format!("/api/v1/workflow-definitions/{id}/enable"))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    id
+}
+
+async fn start(app: &TestApp, body: Value) -> Value {
+    expect_status(
+        app.post_json("/api/v1/workflow-instances", &body).await,
+        StatusCode::CREATED,
+    )
+    .await
+}
+
+/// Poll the run until its status is one of `statuses`.
+async fn wait_for(app: &TestApp, id: &str, statuses: &[&str]) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let run = expect_status(
+            app.get(&format!("/api/v1/workflow-instances/{id}")).await,
+            StatusCode::OK,
+        )
+        .await;
+        if statuses.contains(&run["status"].as_str().unwrap_or_default()) {
+            return run;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {id} stuck: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn steps(app: &TestApp, id: &str) -> Vec<Value> {
+    let body = expect_status(
+        app.get(&format!("/api/v1/workflow-instances/{id}/steps"))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    body["items"].as_array().expect("items").clone()
+}
+
+fn step<'a>(steps: &'a [Value], id: &str) -> &'a Value {
+    steps
+        .iter()
+        .find(|s| s["stepId"] == id)
+        .unwrap_or_else(|| panic!("no step {id}: {steps:?}"))
+}
+
+fn add(id: &str, next: Option<&str>, value: Value) -> Value {
+    let mut config = json!({"taskDefinitionId": "add"});
+    if let Some(next) = next {
+        config["nextStepId"] = json!(next);
+    }
+    json!({"stepDefinitionId": id, "type": "task", "taskConfig": config, "parameters": {"value": value}})
+}
+
+fn from_input(key: &str) -> Value {
+    json!({"type": "workflowInput", "value": key})
+}
+
+fn from_step(step: &str, key: &str) -> Value {
+    json!({"type": "taskOutput", "value": {"taskId": step, "outputKey": key}})
+}
+
+both_backends! {
+    async fn a_task_chain_runs_to_completion(backend: Backend) {
+        let app = app_with_plugins(backend).await;
+        deploy(&app, json!({"name": "chain",
+            "inputParameters": [{"name": "value", "type": "number", "required": true}],
+            "outputParameters": [{"name": "total", "value": {"type": "expression", "value": "steps.c.value * 10"}}],
+            "steps": [add("a", Some("b"), from_input("value")), add("b", Some("c"), from_step("a", "value")), add("c", None, from_step("b", "value"))]})).await;
+        let run = start(&app, json!({"name": "chain", "input": {"value": 1}})).await;
+        let id = run["id"].as_str().expect("id");
+        assert_eq!(run["definitionVersion"], "0.1.0");
+        let done = wait_for(&app, id, &["COMPLETED", "FAILED"]).await;
+        assert_eq!(done["status"], "COMPLETED", "{done}");
+        assert_eq!(done["output"], json!({"total": 40}));
+        assert!(done["startedAt"].is_string() && done["completedAt"].is_string(), "{done}");
+        let steps = steps(&app, id).await;
+        assert_eq!(steps.len(), 3);
+        assert_eq!(step(&steps, "c")["output"], json!({"value": 4}));
+        assert_eq!(step(&steps, "b")["input"], json!({"value": 2}));
+        assert_eq!(step(&steps, "a")["attempts"].as_array().map(Vec::len), Some(1));
+        assert_eq!(step(&steps, "a")["runner"], "wasm");
+        let one = step(&steps, "a")["id"].as_str().expect("id").to_string();
+        let fetched = expect_status(app.get(&format!("/api/v1/step-instances/{one}")).await, StatusCode::OK).await;
+        assert_eq!(fetched["status"], "COMPLETED");
+
+        let events = expect_status(app.get(&format!("/api/v1/workflow-instances/{id}/events")).await, StatusCode::OK).await;
+        let kinds: Vec<&str> = events["items"].as_array().expect("items").iter().filter_map(|e| e["kind"].as_str()).collect();
+        assert_eq!(kinds, ["run.created", "run.started", "step.ready", "step.completed", "step.ready", "step.completed", "step.ready", "step.completed", "run.completed"]);
+        let seqs: Vec<i64> = events["items"].as_array().expect("items").iter().filter_map(|e| e["seq"].as_i64()).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+        let list = expect_status(app.get("/api/v1/workflow-instances?status=COMPLETED").await, StatusCode::OK).await;
+        assert_eq!(list["totalCount"], 1);
+        let list = expect_status(app.get("/api/v1/workflow-instances?status=FAILED").await, StatusCode::OK).await;
+        assert_eq!(list["totalCount"], 0);
+    }
+}
+
+both_backends! {
+    async fn fork_join_and_nested_fork(backend: Backend) {
+        let app = app_with_plugins(backend).await;
+        deploy(&app, json!({"name": "forks",
+            "inputParameters": [{"name": "n", "type": "number"}],
+            "steps": [
+                {"stepDefinitionId": "f", "type": "fork", "forkConfig": {"joinStepId": "j", "branches": [{"nextStepId": "x"}, {"nextStepId": "g"}]}},
+                add("x", Some("j"), from_input("n")),
+                {"stepDefinitionId": "g", "type": "fork", "forkConfig": {"joinStepId": "h", "branches": [{"nextStepId": "y"}, {"nextStepId": "z"}]}},
+                add("y", Some("h"), json!({"type": "constant", "value": 10})),
+                add("z", Some("h"), json!({"type": "constant", "value": 20})),
+                {"stepDefinitionId": "h", "type": "join", "joinConfig": {"incomingStepIds": ["y", "z"], "nextStepId": "j"}},
+                {"stepDefinitionId": "j", "type": "join", "joinConfig": {"incomingStepIds": ["x", "h"]}}
+            ]})).await;
+        let run = start(&app, json!({"name": "forks", "input": {"n": 1}})).await;
+        let done = wait_for(&app, run["id"].as_str().expect("id"), &["COMPLETED", "FAILED"]).await;
+        assert_eq!(done["status"], "COMPLETED", "{done}");
+        assert_eq!(done["output"], json!({"x": {"value": 2}, "h": {"y": {"value": 11}, "z": {"value": 21}}}));
+    }
+}
+
+both_backends! {
+    async fn decisions_take_the_first_true_case_or_the_default(backend: Backend) {
+        let app = app_with_plugins(backend).await;
+        deploy(&app, json!({"name": "decide",
+            "inputParameters": [{"name": "amount", "type": "number", "required": true}],
+            "steps": [
+                {"stepDefinitionId": "d", "type": "decision", "decisionConfig": {"joinStepId": "j",
+                    "cases": [{"name": "big", "condition": "input.amount > 100", "nextStepId": "big"}],
+                    "defaultStepId": "small"}},
+                add("big", Some("j"), json!({"type": "constant", "value": 1000})),
+                add("small", Some("j"), json!({"type": "constant", "value": 1})),
+                {"stepDefinitionId": "j", "type": "join", "joinConfig": {"incomingStepIds": ["big", "small"], "nextStepId": "after"}},
+                add("after", None, json!({"type": "expression", "value": "has(steps.big) ? steps.big.value : steps.small.value"}))
+            ]})).await;
+        for (amount, taken, skipped, result) in [(500, "big", "small", 1002), (5, "small", "big", 3)] {
+            let run = start(&app, json!({"name": "decide", "input": {"amount": amount}})).await;
+            let id = run["id"].as_str().expect("id");
+            let done = wait_for(&app, id, &["COMPLETED", "FAILED"]).await;
+            assert_eq!(done["status"], "COMPLETED", "{done}");
+            assert_eq!(done["output"], json!({"value": result}), "{done}");
+            let steps = steps(&app, id).await;
+            assert!(steps.iter().any(|s| s["stepId"] == taken));
+            assert!(!steps.iter().any(|s| s["stepId"] == skipped), "{steps:?}");
+        }
+        // No matching case and no default: a clear failure.
+        deploy(&app, json!({"name": "strict",
+            "steps": [
+                {"stepDefinitionId": "d", "type": "decision", "decisionConfig": {"joinStepId": "j",
+                    "cases": [{"condition": "false", "nextStepId": "x"}]}},
+                add("x", Some("j"), json!({"type": "constant", "value": 1})),
+                {"stepDefinitionId": "j", "type": "join", "joinConfig": {"incomingStepIds": ["x"]}}
+            ]})).await;
+        let run = start(&app, json!({"name": "strict"})).await;
+        let done = wait_for(&app, run["id"].as_str().expect("id"), &["COMPLETED", "FAILED"]).await;
+        assert_eq!(done["status"], "FAILED");
+        assert_eq!(done["error"]["code"], "no_matching_case", "{done}");
+    }
+}
+
+both_backends! {
+    async fn waits_for_a_duration_and_for_signals(backend: Backend) {
+        let app = app_with_plugins(backend).await;
+        deploy(&app, json!({"name": "waits",
+            "inputParameters": [{"name": "pause", "type": "number"}],
+            "steps": [
+                {"stepDefinitionId": "sleep", "type": "wait", "waitConfig": {"durationSeconds": {"type": "workflowInput", "value": "pause"}, "nextStepId": "approval"}},
+                {"stepDefinitionId": "approval", "type": "wait", "waitConfig": {"signal": "approve", "timeoutSeconds": 30}}
+            ]})).await;
+        let run = start(&app, json!({"name": "waits", "input": {"pause": 0.3}})).await;
+        let id = run["id"].as_str().expect("id");
+        // Wait until the signal wait is parked.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let steps = steps(&app, id).await;
+            if steps.iter().any(|s| s["stepId"] == "approval" && s["waitingFor"]["signal"] == "approve") {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{steps:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let running = expect_status(app.get(&format!("/api/v1/workflow-instances/{id}")).await, StatusCode::OK).await;
+        assert_eq!(running["status"], "RUNNING");
+        let response = app.post_json(&format!("/api/v1/workflow-instances/{id}/signals/approve"), &json!({"by": "ada"})).await;
+        expect_status(response, StatusCode::ACCEPTED).await;
+        let done = wait_for(&app, id, &["COMPLETED", "FAILED"]).await;
+        assert_eq!(done["status"], "COMPLETED", "{done}");
+        assert_eq!(done["output"]["payload"], json!({"by": "ada"}));
+
+        // A signal wait that times out fails the run with a clear code.
+        deploy(&app, json!({"name": "impatient", "steps": [
+            {"stepDefinitionId": "w", "type": "wait", "waitConfig": {"signal": "never", "timeoutSeconds": 1}}]})).await;
+        let run = start(&app, json!({"name": "impatient"})).await;
+        let done = wait_for(&app, run["id"].as_str().expect("id"), &["COMPLETED", "FAILED"]).await;
+        assert_eq!(done["error"]["code"], "signal_timeout", "{done}");
+        let response = app.post_json(&format!("/api/v1/workflow-instances/{}/signals/never", done["id"].as_str().expect("id")), &json!(null)).await;
+        expect_error(response, StatusCode::CONFLICT, "invalid_state").await;
+    }
+}
+
+both_backends! {
+    async fn sub_workflows_return_the_child_output(backend: Backend) {
+        let app = app_with_plugins(backend).await;
+        deploy(&app, json!({"name": "child",
+            "inputParameters": [{"name": "value", "type": "number", "required": true}],
+            "steps": [add("a", None, from_input("value"))]})).await;
+        deploy(&app, json!({"name": "parent",
+            "steps": [
+                {"stepDefinitionId": "call", "type": "workflow", "workflowConfig": {"workflowName": "child", "nextStepId": "after"},
+                 "parameters": {"value": {"type": "constant", "value": 41}}},
+                add("after", None, from_step("call", "value"))
+            ]})).await;
+        let run = start(&app, json!({"name": "parent"})).await;
+        let id = run["id"].as_str().expect("id");
+        let done = wait_for(&app, id, &["COMPLETED", "FAILED"]).await;
+        assert_eq!(done["status"], "COMPLETED", "{done}");
+        assert_eq!(done["output"], json!({"value": 43}));
+        let children = expect_status(app.get(&format!("/api/v1/workflow-instances?parentRunId={id}")).await, StatusCode::OK).await;
+        assert_eq!(children["totalCount"], 1);
+        assert_eq!(children["items"][0]["status"], "COMPLETED");
+        assert_eq!(children["items"][0]["output"], json!({"value": 42}));
+    }
+}
+
+both_backends! {
+    async fn retries_follow_the_policy_then_fail_the_run(backend: Backend) {
+        let app = app_with_plugins(backend).await;
+        deploy(&app, json!({"name": "flaky", "steps": [
+            {"stepDefinitionId": "spin", "type": "task", "taskConfig": {"taskDefinitionId": "hostile-loop"},
+             "timeoutSeconds": 1, "retryPolicy": {"maxAttempts": 2, "initialIntervalSeconds": 0.1}}]})).await;
+        let run = start(&app, json!({"name": "flaky"})).await;
+        let id = run["id"].as_str().expect("id");
+        let done = wait_for(&app, id, &["COMPLETED", "FAILED"]).await;
+        assert_eq!(done["status"], "FAILED");
+        assert_eq!(done["error"]["code"], "timeout", "{done}");
+        let steps = steps(&app, id).await;
+        let attempts = step(&steps, "spin")["attempts"].as_array().expect("attempts").clone();
+        assert_eq!(attempts.len(), 2, "{attempts:?}");
+        assert!(attempts.iter().all(|a| a["status"] == "FAILED" && a["error"]["code"] == "timeout"));
+
+        // A plugin's non-retryable error is not retried.
+        deploy(&app, json!({"name": "bad-input", "steps": [
+            {"stepDefinitionId": "a", "type": "task", "taskConfig": {"taskDefinitionId": "add"},
+             "retryPolicy": {"maxAttempts": 5}, "parameters": {"value": {"type": "constant", "value": "x"}}}]})).await;
+        let run = start(&app, json!({"name": "bad-input"})).await;
+        let id = run["id"].as_str().expect("id");
+        let done = wait_for(&app, id, &["COMPLETED", "FAILED"]).await;
+        assert_eq!(done["error"]["code"], "invalid_input", "{done}");
+        assert_eq!(step(&steps_of(&app, id).await, "a")["attempts"].as_array().map(Vec::len), Some(1));
+    }
+}
+
+async fn steps_of(app: &TestApp, id: &str) -> Vec<Value> {
+    steps(app, id).await
+}
+
+both_backends! {
+    async fn cancel_and_retry(backend: Backend) {
+        let app = app_with_plugins(backend).await;
+        deploy(&app, json!({"name": "long", "steps": [
+            {"stepDefinitionId": "w", "type": "wait", "waitConfig": {"durationSeconds": {"type": "constant", "value": 600}}}]})).await;
+        let run = start(&app, json!({"name": "long"})).await;
+        let id = run["id"].as_str().expect("id");
+        let cancelled = expect_status(app.post(&format!("/api/v1/workflow-instances/{id}/cancel")).await, StatusCode::OK).await;
+        assert_eq!(cancelled["status"], "CANCELLED");
+        let steps = steps(&app, id).await;
+        assert!(steps.iter().all(|s| s["status"] == "CANCELLED"), "{steps:?}");
+        expect_error(app.post(&format!("/api/v1/workflow-instances/{id}/cancel")).await, StatusCode::CONFLICT, "invalid_state").await;
+
+        // A cancelled run can be retried: its cancelled steps run again.
+        let retried = expect_status(app.post(&format!("/api/v1/workflow-instances/{id}/retry")).await, StatusCode::OK).await;
+        assert_eq!(retried["status"], "RUNNING");
+        expect_status(app.post(&format!("/api/v1/workflow-instances/{id}/cancel")).await, StatusCode::OK).await;
+    }
+}
+
+both_backends! {
+    async fn a_failed_run_is_retried_from_its_failed_steps(backend: Backend) {
+        // No plugins yet: the second step fails for want of a runner.
+        let app = spawn_app(backend).await;
+        deploy(&app, json!({"name": "two", "steps": [
+            {"stepDefinitionId": "first", "type": "wait", "waitConfig": {"durationSeconds": {"type": "constant", "value": 0}, "nextStepId": "second"}},
+            add("second", None, json!({"type": "constant", "value": 1}))]})).await;
+        let run = start(&app, json!({"name": "two"})).await;
+        let id = run["id"].as_str().expect("id");
+        let failed = wait_for(&app, id, &["FAILED", "COMPLETED"]).await;
+        assert_eq!(failed["error"]["code"], "no_runner", "{failed}");
+        let response = app.post(&format!("/api/v1/workflow-instances/{id}/retry")).await;
+        expect_error(app.post("/api/v1/workflow-instances/0190b0c2-7a4e-7cc0-8000-000000000000/retry").await, StatusCode::NOT_FOUND, "not_found").await;
+        // Retrying before the fix fails again; upload the plugin, retry, and it completes.
+        expect_status(response, StatusCode::OK).await;
+        wait_for(&app, id, &["FAILED"]).await;
+        let upload = app.request(reqwest::Method::POST, "/api/v1/plugins").header("content-type", "application/wasm").body(plugin_bytes("add")).send().await.expect("upload");
+        expect_status(upload, StatusCode::CREATED).await;
+        expect_status(app.post(&format!("/api/v1/workflow-instances/{id}/retry")).await, StatusCode::OK).await;
+        let done = wait_for(&app, id, &["COMPLETED", "FAILED"]).await;
+        assert_eq!(done["status"], "COMPLETED", "{done}");
+        assert_eq!(done["output"], json!({"value": 2}));
+        let steps = steps(&app, id).await;
+        assert_eq!(step(&steps, "first")["attempts"].as_array().map(Vec::len), Some(1), "completed steps are kept");
+        assert_eq!(step(&steps, "second")["attempts"].as_array().map(Vec::len), Some(3));
+        expect_error(app.post(&format!("/api/v1/workflow-instances/{id}/retry")).await, StatusCode::CONFLICT, "invalid_state").await;
+    }
+}
+
+both_backends! {
+    async fn starting_runs_idempotency_pinning_and_bad_input(backend: Backend) {
+        let app = app_with_plugins(backend).await;
+        let body = json!({"name": "pinned",
+            "inputParameters": [{"name": "value", "type": "integer", "required": true}, {"name": "by", "type": "integer", "default": 5}],
+            "steps": [add("a", None, from_input("value"))]});
+        let v1 = deploy(&app, body.clone()).await;
+
+        let first = app.request(reqwest::Method::POST, "/api/v1/workflow-instances").header("idempotency-key", "order-42")
+            .json(&json!({"workflowDefinitionId": v1, "input": {"value": 1}})).send().await.expect("POST");
+        let first = expect_status(first, StatusCode::CREATED).await;
+        assert_eq!(first["input"], json!({"value": 1, "by": 5}), "defaults applied");
+        let again = app.request(reqwest::Method::POST, "/api/v1/workflow-instances").header("idempotency-key", "order-42")
+            .json(&json!({"workflowDefinitionId": v1, "input": {"value": 1}})).send().await.expect("POST");
+        let again = expect_status(again, StatusCode::OK).await;
+        assert_eq!(again["id"], first["id"]);
+        let list = expect_status(app.get("/api/v1/workflow-instances").await, StatusCode::OK).await;
+        assert_eq!(list["totalCount"], 1);
+
+        // A new version: runs by name take the newest enabled published version; old runs stay pinned.
+        let v2 = expect_status(app.post(&format!("/api/v1/workflow-definitions/{v1}/versions")).await, StatusCode::CREATED).await;
+        let v2_id = v2["id"].as_str().expect("id");
+        let run = start(&app, json!({"name": "pinned", "input": {"value": 1}})).await;
+        assert_eq!(run["definitionVersion"], "0.1.0", "the draft 0.1.1 does not run");
+        expect_status(app.post(&format!("/api/v1/workflow-definitions/{v2_id}/publish")).await, StatusCode::OK).await;
+        expect_status(app.post(&format!("/api/v1/workflow-definitions/{v2_id}/enable")).await, StatusCode::OK).await;
+        let run = start(&app, json!({"name": "pinned", "input": {"value": 1}})).await;
+        assert_eq!(run["definitionVersion"], "0.1.1");
+        let run = start(&app, json!({"name": "pinned", "version": "0.1.0", "input": {"value": 1}})).await;
+        assert_eq!(run["definitionVersion"], "0.1.0");
+        let done = wait_for(&app, first["id"].as_str().expect("id"), &["COMPLETED"]).await;
+        assert_eq!(done["definitionVersion"], "0.1.0");
+
+        let response = app.post_json("/api/v1/workflow-instances", &json!({"name": "pinned", "input": {"value": "one"}})).await;
+        let body = expect_error(response, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert_eq!(issues(&body), [("/input/value".to_string(), "invalid_type".to_string())]);
+        let response = app.post_json("/api/v1/workflow-instances", &json!({"name": "pinned", "input": {}})).await;
+        let body = expect_error(response, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert_eq!(issues(&body), [("/input/value".to_string(), "required".to_string())]);
+        let response = app.post_json("/api/v1/workflow-instances", &json!({"name": "nothing"})).await;
+        expect_error(response, StatusCode::CONFLICT, "not_runnable").await;
+        let draft = app.create_definition(&simple_definition("drafty")).await;
+        let response = app.post_json("/api/v1/workflow-instances", &json!({"workflowDefinitionId": draft["id"]})).await;
+        expect_error(response, StatusCode::CONFLICT, "not_runnable").await;
+        let response = app.post_json("/api/v1/workflow-instances", &json!({"input": {}})).await;
+        expect_error(response, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        expect_error(app.get("/api/v1/workflow-instances/0190b0c2-7a4e-7cc0-8000-000000000000").await, StatusCode::NOT_FOUND, "not_found").await;
+        expect_error(app.get("/api/v1/workflow-instances?status=DONE").await, StatusCode::BAD_REQUEST, "invalid_query").await;
+    }
+}
