@@ -17,9 +17,12 @@
 //! claim from `waiting` (a wake-up) does not.
 //!
 //! Every change to a run goes through one [`RunTransaction`]: it locks the run (PostgreSQL:
-//! `SELECT ... FOR UPDATE` on the run row; SQLite: `BEGIN IMMEDIATE`), lets the caller read the
-//! run and its steps, then applies a [`RunChanges`] (step updates guarded by the claim that
-//! produced them, new steps, attempts, events, child runs, wake-ups) and commits, all or nothing.
+//! `SELECT ... FOR NO KEY UPDATE` on the run row; SQLite: `BEGIN IMMEDIATE`), lets the caller
+//! read the run and its steps, then applies a [`RunChanges`] (step updates guarded by the claim
+//! that produced them, new steps, attempts, events, child runs, wake-ups) and commits, all or
+//! nothing. The schema enforces the phase/status pairs of the table above, a `due_at` on
+//! `queued` and `executing` rows, a `lease_owner` on `executing` ones, and `completed_at` set
+//! exactly on terminal statuses: a change that breaks them fails with `StoreError::Database`.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -356,10 +359,27 @@ pub trait RunTransaction: Send {
     /// 5. new runs with their initial steps (`Conflict` on an existing id or idempotency key);
     /// 6. wake-ups: `wake` steps that are `waiting` become due now (others are left alone);
     /// 7. consumed signals are marked consumed;
-    /// 8. events, in order; returned with their sequence numbers.
+    /// 8. a step parked here waiting for a signal (`wait` has `"signal": name`) while such a
+    ///    signal is already pending (unconsumed) is made due now: a signal posted while the
+    ///    step was still executing (`post_signal` wakes only `waiting` steps) is not missed;
+    /// 9. events, in order; returned with their sequence numbers.
     async fn apply(self: Box<Self>, changes: RunChanges) -> Result<Vec<EventRecord>, StoreError>;
     /// Abandon without writing.
     async fn rollback(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+impl RunChanges {
+    /// The steps this transition parks waiting for a signal (`wait` has `"signal": name`).
+    pub(crate) fn signal_waits(&self) -> Vec<(Uuid, &str)> {
+        self.step_updates
+            .iter()
+            .filter(|u| u.phase == StepPhase::Waiting)
+            .filter_map(|u| {
+                let name = u.wait.as_ref()?.get("signal")?.as_str()?;
+                Some((u.id, name))
+            })
+            .collect()
+    }
 }
 
 impl NewRun {

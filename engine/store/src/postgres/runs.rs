@@ -326,7 +326,7 @@ async fn insert_new_run(
 async fn apply_changes(
     conn: &mut PgConnection,
     run_id: Uuid,
-    changes: RunChanges,
+    mut changes: RunChanges,
 ) -> Result<Vec<EventRecord>, StoreError> {
     let at = now();
 
@@ -428,7 +428,7 @@ async fn apply_changes(
         }
     }
 
-    for new in changes.new_runs {
+    for new in std::mem::take(&mut changes.new_runs) {
         let key = new.idempotency_key.clone();
         let (_, created) = insert_new_run(&mut *conn, new, at).await?;
         if !created {
@@ -455,6 +455,22 @@ async fn apply_changes(
         )
         .bind(at)
         .bind(&changes.consume_signals)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    }
+
+    // Parked for a signal that is already pending: due now.
+    for (id, name) in changes.signal_waits() {
+        sqlx::query(
+            "UPDATE step_runs SET due_at = $1, updated_at = $1 \
+             WHERE id = $2 AND phase = 'waiting' AND (due_at IS NULL OR due_at > $1) \
+             AND EXISTS (SELECT 1 FROM run_signals g WHERE g.run_id = step_runs.run_id \
+             AND g.name = $3 AND g.consumed_at IS NULL)",
+        )
+        .bind(at)
+        .bind(id)
+        .bind(name)
         .execute(&mut *conn)
         .await
         .map_err(StoreError::from_sqlx)?;

@@ -304,7 +304,7 @@ async fn insert_new_run(
 async fn apply_changes(
     conn: &mut SqliteConnection,
     run_id: Uuid,
-    changes: RunChanges,
+    mut changes: RunChanges,
 ) -> Result<Vec<EventRecord>, StoreError> {
     let at = now();
     let at_text = encode_time(&at);
@@ -407,7 +407,7 @@ async fn apply_changes(
         }
     }
 
-    for new in changes.new_runs {
+    for new in std::mem::take(&mut changes.new_runs) {
         let key = new.idempotency_key.clone();
         let (_, created) = insert_new_run(&mut *conn, new, at).await?;
         if !created {
@@ -435,6 +435,24 @@ async fn apply_changes(
         )
         .bind(&at_text)
         .bind(id_list(changes.consume_signals.iter().copied()))
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    }
+
+    // Parked for a signal that is already pending: due now.
+    for (id, name) in changes.signal_waits() {
+        sqlx::query(
+            "UPDATE step_runs SET due_at = ?, updated_at = ? \
+             WHERE id = ? AND phase = 'waiting' AND (due_at IS NULL OR due_at > ?) \
+             AND EXISTS (SELECT 1 FROM run_signals g WHERE g.run_id = step_runs.run_id \
+             AND g.name = ? AND g.consumed_at IS NULL)",
+        )
+        .bind(&at_text)
+        .bind(&at_text)
+        .bind(id.hyphenated())
+        .bind(&at_text)
+        .bind(name)
         .execute(&mut *conn)
         .await
         .map_err(StoreError::from_sqlx)?;

@@ -10,4 +10,3 @@ mod plugins;
 mod runs;
 mod tokens;
 mod transitions;
-mod bench_tmp;

@@ -22,6 +22,7 @@ on_both_backends!(
     child_runs_and_wake_across_runs,
     signals_wake_only_their_waiters,
     signal_not_found_and_conflict,
+    parking_for_a_pending_signal_wakes_at_once,
     events_resume_exactly,
 );
 on_both_backends!(multi_thread: events_resume_exactly_under_concurrent_writers);
@@ -700,6 +701,47 @@ async fn signals_wake_only_their_waiters(store: Arc<dyn Store>) {
     let woken = store.claim_steps("w2", LEASE, 10).await.unwrap();
     assert_eq!(woken.len(), 1);
     assert_eq!(woken[0].step.id, by_name("reject").step.id);
+}
+
+/// A signal posted while its step was still executing (it looked, found none, and is about to
+/// park): parking makes the step due at once instead of missing the signal.
+async fn parking_for_a_pending_signal_wakes_at_once(store: Arc<dyn Store>) {
+    let (run_id, claimed) = claimed_run(&store, &["approve", "other"], "w1").await;
+    let by_name = |name: &str| claimed.iter().find(|c| c.step.step_id == name).unwrap();
+    let early = store
+        .post_signal(run_id, "approve", json!(1))
+        .await
+        .unwrap();
+    // Nothing was waiting: nothing woken.
+    assert!(store.claim_steps("w2", LEASE, 10).await.unwrap().is_empty());
+
+    let far = now() + TimeDelta::hours(1);
+    park(
+        &store,
+        by_name("approve"),
+        json!({ "signal": "approve" }),
+        Some(far),
+    )
+    .await;
+    park(&store, by_name("other"), json!({ "signal": "other" }), None).await;
+    let woken = store.claim_steps("w2", LEASE, 10).await.unwrap();
+    assert_eq!(woken.len(), 1, "{woken:?}");
+    assert_eq!(woken[0].step.id, by_name("approve").step.id);
+    assert_eq!(woken[0].claimed_from, StepPhase::Waiting);
+
+    // Consumed in the very transition that parks the step again: not woken.
+    let tx = store.begin_run(run_id).await.unwrap();
+    tx.apply(RunChanges {
+        step_updates: vec![StepUpdate {
+            wait: Some(json!({ "signal": "approve" })),
+            ..update(&woken[0].step, StepStatus::Running, StepPhase::Waiting)
+        }],
+        consume_signals: vec![early.id],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(store.claim_steps("w2", LEASE, 10).await.unwrap().is_empty());
 }
 
 async fn signal_not_found_and_conflict(store: Arc<dyn Store>) {

@@ -390,3 +390,32 @@ both_backends! {
         expect_error(app.get("/api/v1/workflow-instances?status=DONE").await, StatusCode::BAD_REQUEST, "invalid_query").await;
     }
 }
+
+both_backends! {
+    async fn cancelling_a_parent_cancels_its_child(backend: Backend) {
+        let app = app_with_plugins(backend).await;
+        deploy(&app, json!({"name": "slow-child", "steps": [
+            {"stepDefinitionId": "w", "type": "wait", "waitConfig": {"durationSeconds": {"type": "constant", "value": 600}}}]})).await;
+        deploy(&app, json!({"name": "waiting-parent", "steps": [
+            {"stepDefinitionId": "call", "type": "workflow", "workflowConfig": {"workflowName": "slow-child"}}]})).await;
+        let run = start(&app, json!({"name": "waiting-parent"})).await;
+        let id = run["id"].as_str().expect("id");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let child = loop {
+            let children = expect_status(app.get(&format!("/api/v1/workflow-instances?parentRunId={id}")).await, StatusCode::OK).await;
+            if let Some(child) = children["items"].as_array().and_then(|a| a.first()) {
+                break child["id"].as_str().expect("id").to_string();
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no child run started");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let cancelled = expect_status(app.post(&format!("/api/v1/workflow-instances/{id}/cancel")).await, StatusCode::OK).await;
+        assert_eq!(cancelled["status"], "CANCELLED");
+        let child = wait_for(&app, &child, &["CANCELLED", "COMPLETED", "FAILED"]).await;
+        assert_eq!(child["status"], "CANCELLED", "{child}");
+        // The parent stays cancelled (the child's end does not revive it).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let parent = expect_status(app.get(&format!("/api/v1/workflow-instances/{id}")).await, StatusCode::OK).await;
+        assert_eq!(parent["status"], "CANCELLED");
+    }
+}
