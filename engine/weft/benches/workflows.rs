@@ -75,8 +75,16 @@ impl Bench {
         }
         // One cheap query per poll: how many runs of this name are unfinished.
         loop {
-            let open = self.get(&format!("/api/v1/workflow-instances?name={name}&status=RUNNING&limit=1")).await;
-            let failed = self.get(&format!("/api/v1/workflow-instances?name={name}&status=FAILED&limit=1")).await;
+            let open = self
+                .get(&format!(
+                    "/api/v1/workflow-instances?name={name}&status=RUNNING&limit=1"
+                ))
+                .await;
+            let failed = self
+                .get(&format!(
+                    "/api/v1/workflow-instances?name={name}&status=FAILED&limit=1"
+                ))
+                .await;
             assert_eq!(failed["totalCount"], 0, "a run failed: {failed}");
             if open["totalCount"] == 0 {
                 return (started.elapsed(), ids);

@@ -109,9 +109,9 @@ impl Definition {
     }
 }
 
-/// Timestamps in API responses: RFC 3339, UTC, milliseconds.
+/// Timestamps in API responses: RFC 3339, UTC, microseconds.
 pub fn timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 /// Options of [`Definitions::create`].

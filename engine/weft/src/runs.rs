@@ -226,52 +226,18 @@ impl Runs {
     }
 
     async fn cancel_tree(&self, id: Uuid, reason: &str) -> Result<(), RunError> {
-        let mut pending = vec![id];
-        while let Some(run_id) = pending.pop() {
-            let tx = self.store.begin_run(run_id).await?;
-            let run = tx.run().clone();
-            if run.status.is_terminal() {
-                tx.rollback().await?;
-            } else {
-                let mut tx = tx;
-                let spec = self.executor.definitions().get(run.definition_id).await?;
-                let steps = tx.steps().await?;
-                let view = RunView {
-                    spec: &spec,
-                    run: &run,
-                    steps: &steps,
-                };
-                let mut changes = plan::cancel_run(&view, reason);
-                // The parent is being cancelled too: don't wake it.
-                if run_id != id {
-                    changes.wake.clear();
-                }
-                tx.apply(changes).await?;
-                self.executor.interrupt_run(run_id);
-                tracing::info!(run_id = %run_id, "run cancelled");
-            }
-            let children = self
-                .store
-                .list_runs(&RunQuery {
-                    parent_run_id: Some(run_id),
-                    limit: 1000,
-                    ..Default::default()
-                })
-                .await?;
-            pending.extend(
-                children
-                    .items
-                    .iter()
-                    .filter(|c| !c.status.is_terminal())
-                    .map(|c| c.id),
-            );
-        }
-        self.executor.notify();
+        self.executor.cancel_tree(id, reason, true).await?;
         Ok(())
     }
 
     /// Retry a failed or cancelled run from its failed and cancelled steps.
     pub async fn retry(&self, id: Uuid) -> Result<RunRecord, RunError> {
+        let current = self.get(id).await?;
+        let spec = self
+            .executor
+            .definitions()
+            .get(current.definition_id)
+            .await?;
         let mut tx = self.store.begin_run(id).await.map_err(|e| match e {
             StoreError::NotFound => RunError::NotFound(format!("no run with id {id}")),
             other => other.into(),
@@ -293,7 +259,6 @@ impl Runs {
                 "retry the parent run instead of a child run".into(),
             ));
         }
-        let spec = self.executor.definitions().get(run.definition_id).await?;
         let steps = tx.steps().await?;
         let view = RunView {
             spec: &spec,

@@ -234,6 +234,63 @@ impl Executor {
         &self.shared.definitions
     }
 
+    /// Cancel run `id` (unless it already ended) and every unfinished run below it. With
+    /// `include_root = false` only the descendants are cancelled (the root ended by itself).
+    pub async fn cancel_tree(
+        &self,
+        id: Uuid,
+        reason: &str,
+        include_root: bool,
+    ) -> Result<(), ExecutorError> {
+        let store = &self.shared.store;
+        let mut pending = vec![id];
+        while let Some(run_id) = pending.pop() {
+            if run_id != id || include_root {
+                // Read the definition before locking the run: nothing else is awaited under it.
+                let Some(current) = store.get_run(run_id).await? else {
+                    continue;
+                };
+                let spec = self.shared.definitions.get(current.definition_id).await?;
+                let mut tx = store.begin_run(run_id).await?;
+                let run = tx.run().clone();
+                if run.status.is_terminal() {
+                    tx.rollback().await?;
+                } else {
+                    let steps = tx.steps().await?;
+                    let view = plan::RunView {
+                        spec: &spec,
+                        run: &run,
+                        steps: &steps,
+                    };
+                    let mut changes = plan::cancel_run(&view, reason);
+                    // A cancelled child's parent is being cancelled too: don't wake it.
+                    if run_id != id {
+                        changes.wake.clear();
+                    }
+                    tx.apply(changes).await?;
+                    self.interrupt_run(run_id);
+                    tracing::info!(run_id = %run_id, reason, "run cancelled");
+                }
+            }
+            let children = store
+                .list_runs(&weft_store::RunQuery {
+                    parent_run_id: Some(run_id),
+                    limit: 1000,
+                    ..Default::default()
+                })
+                .await?;
+            pending.extend(
+                children
+                    .items
+                    .iter()
+                    .filter(|c| !c.status.is_terminal())
+                    .map(|c| c.id),
+            );
+        }
+        self.notify();
+        Ok(())
+    }
+
     async fn dispatch(self, shutdown: CancellationToken) {
         let shared = &self.shared;
         let mut steps = JoinSet::new();

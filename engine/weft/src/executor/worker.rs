@@ -110,6 +110,24 @@ async fn execute_inner(
         }
     };
     let now = Utc::now();
+    if let Some(deadline) = run.deadline_at
+        && deadline <= now
+    {
+        let failure = Failure::fatal(
+            "deadline_exceeded",
+            format!("the run's deadline ({}) has passed", deadline.to_rfc3339()),
+        );
+        return record(
+            executor,
+            &spec,
+            &row,
+            Some(input),
+            "engine",
+            guard,
+            Outcome::Failed(failure),
+        )
+        .await;
+    }
     let (runner, outcome) = match step.step_type {
         StepType::Task => {
             let (runner, outcome) =
@@ -142,16 +160,7 @@ async fn execute_inner(
         ),
         StepType::Workflow => (
             "engine",
-            sub_workflow(
-                executor,
-                &run,
-                &row,
-                &step,
-                input.clone(),
-                claimed.claimed_from,
-                now,
-            )
-            .await?,
+            sub_workflow(executor, &run, &row, &step, input.clone(), now).await?,
         ),
     };
     record(executor, &spec, &row, Some(input), runner, guard, outcome).await
@@ -187,6 +196,22 @@ async fn record(
             .and_then(|id| id.parse::<Uuid>().ok()),
         _ => None,
     };
+    // A parked step wakes no later than the run's deadline, so the deadline is noticed.
+    let outcome = match (outcome, run.deadline_at) {
+        (
+            Outcome::Parked {
+                wait,
+                due_at,
+                start_runs,
+            },
+            Some(deadline),
+        ) => Outcome::Parked {
+            wait,
+            due_at: Some(due_at.map_or(deadline, |d| d.min(deadline))),
+            start_runs,
+        },
+        (outcome, _) => outcome,
+    };
     let mut changes = plan::step_outcome(
         &view,
         &Claimed {
@@ -205,6 +230,12 @@ async fn record(
         tracing::info!(run_id = %run.id, status = status.as_str(), "run finished");
         if status.is_terminal() {
             executor.interrupt_run(run.id);
+        }
+        if matches!(status, RunStatus::Failed | RunStatus::Cancelled) {
+            // Child runs still going have no one to report to any more.
+            executor
+                .cancel_tree(run.id, "the parent run ended", false)
+                .await?;
         }
     }
     executor.notify();
@@ -294,7 +325,19 @@ async fn run_task(
             step_id: row.step_id.clone(),
             attempt: row.attempt,
         },
-        timeout: step.timeout_seconds.map(Duration::from_secs),
+        // The step's per-attempt time-out, and never past the run's deadline.
+        timeout: {
+            let step_timeout = step.timeout_seconds.map(Duration::from_secs);
+            let remaining = run.deadline_at.map(|d| {
+                (d - Utc::now())
+                    .to_std()
+                    .unwrap_or(Duration::from_millis(1))
+            });
+            match (step_timeout, remaining) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        },
     };
     let outcome = match runner.run(request, cancel).await {
         Ok(output) => Outcome::Completed(output),
@@ -353,7 +396,9 @@ async fn wait(
             "wait step without waitConfig",
         )));
     };
-    let resumed = from == StepPhase::Waiting;
+    // A parked step keeps its `wait` state even if its wake-up claim was released (shutdown,
+    // lost lease): it resumes from that state instead of starting over.
+    let resumed = from == StepPhase::Waiting || row.wait.is_some();
     if let Some(signal) = &config.signal {
         let mut tx = executor.shared.store.begin_run(run.id).await?;
         let signals = tx.signals(signal).await?;
@@ -434,17 +479,17 @@ async fn sub_workflow(
     row: &weft_store::StepRecord,
     step: &StepDefinition,
     input: Value,
-    from: StepPhase,
     now: DateTime<Utc>,
 ) -> Result<Outcome, ExecutorError> {
     let store = &executor.shared.store;
-    if from == StepPhase::Waiting
-        && let Some(child_id) = row
-            .wait
-            .as_ref()
-            .and_then(|w| w.get("childRunId"))
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse::<Uuid>().ok())
+    // Resume from the recorded child run, however the step was claimed (a released wake-up comes
+    // back as queued): never start a second child.
+    if let Some(child_id) = row
+        .wait
+        .as_ref()
+        .and_then(|w| w.get("childRunId"))
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<Uuid>().ok())
     {
         let Some(child) = store.get_run(child_id).await? else {
             return Ok(Outcome::Failed(Failure::fatal(

@@ -419,3 +419,23 @@ both_backends! {
         assert_eq!(parent["status"], "CANCELLED");
     }
 }
+
+both_backends! {
+    async fn a_run_deadline_fails_the_run_and_cancels_its_child(backend: Backend) {
+        let app = app_with_plugins(backend).await;
+        deploy(&app, json!({"name": "sleepy-child", "steps": [
+            {"stepDefinitionId": "w", "type": "wait", "waitConfig": {"durationSeconds": {"type": "constant", "value": 600}}}]})).await;
+        deploy(&app, json!({"name": "hurried", "timeoutSeconds": 1, "steps": [
+            {"stepDefinitionId": "call", "type": "workflow", "workflowConfig": {"workflowName": "sleepy-child"}}]})).await;
+        let run = start(&app, json!({"name": "hurried"})).await;
+        let id = run["id"].as_str().expect("id");
+        assert!(run["deadlineAt"].is_string(), "{run}");
+        let done = wait_for(&app, id, &["FAILED", "COMPLETED", "CANCELLED"]).await;
+        assert_eq!(done["status"], "FAILED", "{done}");
+        assert_eq!(done["error"]["code"], "deadline_exceeded", "{done}");
+        let children = expect_status(app.get(&format!("/api/v1/workflow-instances?parentRunId={id}")).await, StatusCode::OK).await;
+        let child = children["items"][0]["id"].as_str().expect("child").to_string();
+        let child = wait_for(&app, &child, &["CANCELLED", "FAILED", "COMPLETED"]).await;
+        assert_eq!(child["status"], "CANCELLED", "{child}");
+    }
+}
