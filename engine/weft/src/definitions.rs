@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 use weft_domain::{Bump, DefinitionSpec, Issue, Version};
 use weft_store::{
-    DefinitionQuery, DefinitionRecord, DefinitionUpdate, Filter, NewDefinition, Page, Store,
-    StoreError,
+    DefinitionQuery, DefinitionRecord, DefinitionUpdate, Filter, NewDefinition, Page, RunQuery,
+    RunStatus, Store, StoreError,
 };
 
 /// Keys of a definition document that belong to the record, not to the author's spec.
@@ -60,6 +60,9 @@ pub enum DefinitionError {
     /// `(name, version)` already exists.
     #[error("{0}")]
     Conflict(String),
+    /// Unfinished runs use the definition.
+    #[error("{0} unfinished run(s) use this definition; cancel them or let them finish first")]
+    InUse(u64),
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
@@ -294,8 +297,22 @@ impl Definitions {
             .map_err(|e| not_found_as(e, id))
     }
 
-    /// Delete a definition.
+    /// Delete a definition, unless unfinished runs use it.
     pub async fn delete(&self, id: Uuid) -> Result<(), DefinitionError> {
+        for status in [RunStatus::Pending, RunStatus::Running] {
+            let runs = self
+                .store
+                .list_runs(&RunQuery {
+                    definition_id: Some(id),
+                    status: Some(status),
+                    limit: 1,
+                    ..Default::default()
+                })
+                .await?;
+            if runs.total > 0 {
+                return Err(DefinitionError::InUse(runs.total));
+            }
+        }
         self.store
             .delete_definition(id)
             .await

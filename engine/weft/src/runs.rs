@@ -105,6 +105,12 @@ impl Runs {
                         record.name, record.version
                     )));
                 }
+                if !record.is_enabled {
+                    return Err(RunError::NotRunnable(format!(
+                        "{}@{} is disabled: enable it to start runs",
+                        record.name, record.version
+                    )));
+                }
                 record
             }
             DefinitionRef::Name { name, version } => {

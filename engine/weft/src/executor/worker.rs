@@ -48,11 +48,13 @@ async fn execute_inner(
         owner: shared.owner.clone(),
         attempt: row.attempt,
     };
-    let run = shared
-        .store
-        .get_run(row.run_id)
-        .await?
-        .ok_or(ExecutorError::Store(StoreError::NotFound))?;
+    // The run and its steps (for bindings), read concurrently.
+    let (run, steps) = tokio::join!(
+        shared.store.get_run(row.run_id),
+        shared.store.list_steps(row.run_id)
+    );
+    let run = run?.ok_or(ExecutorError::Store(StoreError::NotFound))?;
+    let steps = steps?;
     let spec = shared.definitions.get(run.definition_id).await?;
     let Some(step) = spec.step(&row.step_id).cloned() else {
         return record(
@@ -88,7 +90,6 @@ async fn execute_inner(
     tracing::debug!(run_id = %span_fields.0, step_id = %span_fields.1, attempt = span_fields.2, kind = step.step_type.as_str(), from = claimed.claimed_from.as_str(), "step started");
 
     // Inputs: the run input and the outputs of completed steps.
-    let steps = shared.store.list_steps(run.id).await?;
     let outputs: Map<String, Value> = steps
         .iter()
         .filter(|s| s.status == RunStatus::Completed)

@@ -298,6 +298,9 @@ both_backends! {
             {"stepDefinitionId": "w", "type": "wait", "waitConfig": {"durationSeconds": {"type": "constant", "value": 600}}}]})).await;
         let run = start(&app, json!({"name": "long"})).await;
         let id = run["id"].as_str().expect("id");
+        let definition = run["workflowDefinitionId"].as_str().expect("definition").to_string();
+        let response = app.delete(&format!("/api/v1/workflow-definitions/{definition}")).await;
+        expect_error(response, StatusCode::CONFLICT, "definition_in_use").await;
         let cancelled = expect_status(app.post(&format!("/api/v1/workflow-instances/{id}/cancel")).await, StatusCode::OK).await;
         assert_eq!(cancelled["status"], "CANCELLED");
         let steps = steps(&app, id).await;
@@ -380,6 +383,9 @@ both_backends! {
         let body = expect_error(response, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
         assert_eq!(issues(&body), [("/input/value".to_string(), "required".to_string())]);
         let response = app.post_json("/api/v1/workflow-instances", &json!({"name": "nothing"})).await;
+        expect_error(response, StatusCode::CONFLICT, "not_runnable").await;
+        expect_status(app.post(&format!("/api/v1/workflow-definitions/{v1}/disable")).await, StatusCode::OK).await;
+        let response = app.post_json("/api/v1/workflow-instances", &json!({"workflowDefinitionId": v1, "input": {"value": 1}})).await;
         expect_error(response, StatusCode::CONFLICT, "not_runnable").await;
         let draft = app.create_definition(&simple_definition("drafty")).await;
         let response = app.post_json("/api/v1/workflow-instances", &json!({"workflowDefinitionId": draft["id"]})).await;

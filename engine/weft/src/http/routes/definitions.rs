@@ -55,6 +55,7 @@ impl From<DefinitionError> for ApiError {
                 ApiError::conflict("already_published", message)
             }
             DefinitionError::Conflict(_) => ApiError::conflict("conflict", message),
+            DefinitionError::InUse(_) => ApiError::conflict("definition_in_use", message),
             DefinitionError::Store(e) => e.into(),
         }
     }
