@@ -8,9 +8,13 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use weft_proto::agent::agent_service_server::AgentServiceServer;
 use weft_store::{ConnectOptions, Store, StoreError};
 
+use crate::agents::service::AgentGrpc;
+use crate::agents::{AgentRegistry, AgentRunner};
 use crate::auth::Authenticator;
 use crate::config::{Config, defaults};
 use crate::definitions::Definitions;
@@ -20,6 +24,9 @@ use crate::http::{self, AppState, HttpOptions};
 use crate::plugins::{PluginRegistry, RegistryOptions};
 use crate::runs::Runs;
 use weft_runtime::{Runtime, RuntimeConfig};
+
+/// Largest gRPC message (an assignment's input or a result's output), in bytes.
+const MAX_GRPC_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Why the application could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +78,7 @@ pub enum AppError {
 pub struct Application {
     listener: TcpListener,
     address: SocketAddr,
+    grpc_address: SocketAddr,
     router: axum::Router,
     store: Arc<dyn Store>,
     shutdown_timeout: Duration,
@@ -138,14 +146,20 @@ impl Application {
         .map_err(db_error)?;
         tasks.spawn(plugins.clone().watch_directory(shutdown.clone()));
 
+        let agents = AgentRegistry::new(config.agent_heartbeat);
+        tasks.spawn(agents.clone().sweep(shutdown.clone()));
         let executor = Executor::new(
             store.clone(),
-            vec![Arc::new(WasmRunner::new(plugins.clone())) as Arc<dyn Runner>],
+            vec![
+                Arc::new(WasmRunner::new(plugins.clone())) as Arc<dyn Runner>,
+                Arc::new(AgentRunner::new(agents.clone())) as Arc<dyn Runner>,
+            ],
             DefinitionCache::new(store.clone()),
             ExecutorOptions {
                 max_concurrent_steps: config.max_concurrent_steps,
                 poll_interval: config.poll_interval,
                 lease: config.lease,
+                schedule_timeout: config.schedule_timeout,
                 ..ExecutorOptions::default()
             },
         );
@@ -160,7 +174,46 @@ impl Application {
             store: store.clone(),
             plugins,
             runs: Runs::new(store.clone(), executor),
+            agents: agents.clone(),
         };
+
+        // gRPC: the agent service.
+        let grpc_listener = TcpListener::bind(config.grpc_addr)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: config.grpc_addr,
+                source,
+            })?;
+        let grpc_address = grpc_listener
+            .local_addr()
+            .map_err(|source| AppError::Bind {
+                addr: config.grpc_addr,
+                source,
+            })?;
+        if config.agent_tokens.is_empty() {
+            tracing::warn!("no agent token configured: agents connect without one (loopback only)");
+        }
+        let agent_service = AgentServiceServer::new(AgentGrpc::new(
+            agents,
+            config.agent_tokens.clone(),
+            shutdown.clone(),
+        ))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let grpc_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            tracing::info!(address = %grpc_address, "gRPC API listening");
+            let served = tonic::transport::Server::builder()
+                .add_service(agent_service)
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(grpc_listener),
+                    grpc_shutdown.cancelled_owned(),
+                )
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        });
         if !state.auth.enabled() {
             tracing::warn!("no API token configured: authentication is off (loopback only)");
         }
@@ -185,6 +238,7 @@ impl Application {
         Ok(Application {
             listener,
             address,
+            grpc_address,
             router,
             store,
             shutdown_timeout: config.shutdown_timeout,
@@ -196,6 +250,11 @@ impl Application {
     /// The bound HTTP address (useful with port 0).
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// The bound gRPC address (agents connect here).
+    pub fn grpc_address(&self) -> SocketAddr {
+        self.grpc_address
     }
 
     /// The bound HTTP port.

@@ -42,6 +42,10 @@ pub mod defaults {
     pub const POLL_INTERVAL_MS: u64 = 500;
     /// Seconds a step lease lasts without renewal.
     pub const LEASE_SECS: u64 = 30;
+    /// Milliseconds a task step waits for a runner to appear.
+    pub const SCHEDULE_TIMEOUT_MS: u64 = 30_000;
+    /// Milliseconds between agent heartbeats.
+    pub const AGENT_HEARTBEAT_MS: u64 = 5_000;
     /// Seconds between checks of the plugins directory.
     pub const PLUGINS_POLL_INTERVAL_SECS: u64 = 2;
 }
@@ -126,6 +130,12 @@ pub struct ServeArgs {
     /// Seconds a claimed step's lease lasts without renewal (another replica takes over after).
     #[arg(long, env = "WEFT_LEASE_SECS", value_name = "SECS")]
     pub lease_secs: Option<u64>,
+    /// Milliseconds a task step waits for a runner (a plugin or a connected agent) before failing.
+    #[arg(long, env = "WEFT_SCHEDULE_TIMEOUT_MS", value_name = "MS")]
+    pub schedule_timeout_ms: Option<u64>,
+    /// Milliseconds between agent heartbeats (an agent silent for three is disconnected).
+    #[arg(long, env = "WEFT_AGENT_HEARTBEAT_MS", value_name = "MS")]
+    pub agent_heartbeat_ms: Option<u64>,
 }
 
 /// The configuration file's shape. Unknown keys are an error.
@@ -154,6 +164,11 @@ struct FileConfig {
     max_concurrent_steps: Option<usize>,
     poll_interval_ms: Option<u64>,
     lease_secs: Option<u64>,
+    schedule_timeout_ms: Option<u64>,
+    agent_heartbeat_ms: Option<u64>,
+    /// SHA-256 (hex) of accepted agent tokens.
+    #[serde(default)]
+    agent_tokens_sha256: Vec<String>,
     #[serde(default)]
     cors: Option<FileCors>,
     #[serde(default)]
@@ -248,6 +263,12 @@ pub struct Config {
     pub poll_interval: Duration,
     /// Lease of a claimed step.
     pub lease: Duration,
+    /// How long a task step waits for a runner.
+    pub schedule_timeout: Duration,
+    /// Agent heartbeat interval.
+    pub agent_heartbeat: Duration,
+    /// Accepted agent tokens (hashes); empty: agents need none (gRPC on loopback only).
+    pub agent_tokens: Vec<TokenHash>,
 }
 
 /// A database URL whose `Debug` hides the password.
@@ -292,11 +313,22 @@ impl ConfigError {
 
 /// The environment variable carrying the bootstrap admin token.
 pub const ADMIN_TOKEN_ENV: &str = "WEFT_ADMIN_TOKEN";
+/// The environment variable carrying the bootstrap agent token.
+pub const AGENT_TOKEN_ENV: &str = "WEFT_AGENT_TOKEN";
 
 impl Config {
     /// Merge flags/env (already in `args`), the optional file and defaults; validate.
     /// `admin_token` is the value of `WEFT_ADMIN_TOKEN`, if set.
     pub fn load(args: &ServeArgs, admin_token: Option<String>) -> Result<Config, ConfigError> {
+        Self::load_with_agent_token(args, admin_token, None)
+    }
+
+    /// [`Config::load`], with the value of `WEFT_AGENT_TOKEN` too.
+    pub fn load_with_agent_token(
+        args: &ServeArgs,
+        admin_token: Option<String>,
+        agent_token: Option<String>,
+    ) -> Result<Config, ConfigError> {
         let mut file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
@@ -321,6 +353,38 @@ impl Config {
                 "--poll-interval-ms (WEFT_POLL_INTERVAL_MS)",
                 "must be between 10 and 60000",
             ));
+        }
+        let schedule_timeout_ms = args
+            .schedule_timeout_ms
+            .or(file.schedule_timeout_ms)
+            .unwrap_or(defaults::SCHEDULE_TIMEOUT_MS);
+        let agent_heartbeat_ms = args
+            .agent_heartbeat_ms
+            .or(file.agent_heartbeat_ms)
+            .unwrap_or(defaults::AGENT_HEARTBEAT_MS);
+        if !(100..=600_000).contains(&agent_heartbeat_ms) {
+            return Err(ConfigError::new(
+                "--agent-heartbeat-ms (WEFT_AGENT_HEARTBEAT_MS)",
+                "must be between 100 and 600000",
+            ));
+        }
+        let mut agent_tokens = Vec::new();
+        if let Some(token) = agent_token {
+            if token.trim().len() < 16 {
+                return Err(ConfigError::new(
+                    AGENT_TOKEN_ENV,
+                    "must be at least 16 characters long",
+                ));
+            }
+            agent_tokens.push(TokenHash::of(token.trim()));
+        }
+        for (i, hex_hash) in file.agent_tokens_sha256.iter().enumerate() {
+            agent_tokens.push(TokenHash::from_hex(hex_hash).ok_or_else(|| {
+                ConfigError::new(
+                    format!("agent_tokens_sha256[{i}]"),
+                    "must be 64 hexadecimal characters (the SHA-256 of the token)",
+                )
+            })?);
         }
         let lease_secs = args
             .lease_secs
@@ -433,6 +497,15 @@ impl Config {
         }
 
         let insecure = args.insecure || file.insecure.unwrap_or(false);
+        if agent_tokens.is_empty() && !insecure && !grpc_addr.ip().is_loopback() {
+            return Err(ConfigError::new(
+                "--grpc-addr (WEFT_GRPC_ADDR)",
+                format!(
+                    "{grpc_addr} is not a loopback address and no agent token is configured; \
+                     set {AGENT_TOKEN_ENV}, or pass --insecure"
+                ),
+            ));
+        }
         if tokens.is_empty() && !insecure && !http_addr.ip().is_loopback() {
             return Err(ConfigError::new(
                 "--http-addr (WEFT_HTTP_ADDR)",
@@ -520,6 +593,9 @@ impl Config {
             max_concurrent_steps,
             poll_interval: Duration::from_millis(poll_interval_ms),
             lease: Duration::from_secs(lease_secs),
+            schedule_timeout: Duration::from_millis(schedule_timeout_ms),
+            agent_heartbeat: Duration::from_millis(agent_heartbeat_ms),
+            agent_tokens,
         })
     }
 
@@ -546,6 +622,9 @@ impl Config {
             max_concurrent_steps: defaults::MAX_CONCURRENT_STEPS,
             poll_interval: Duration::from_millis(100),
             lease: Duration::from_secs(defaults::LEASE_SECS),
+            schedule_timeout: Duration::from_millis(500),
+            agent_heartbeat: Duration::from_millis(defaults::AGENT_HEARTBEAT_MS),
+            agent_tokens: Vec::new(),
         }
     }
 

@@ -5,6 +5,7 @@
 //! and `weft_store` (persistence). `app` is the composition root; `main` only parses the command
 //! line and handles signals.
 
+pub mod agents;
 pub mod app;
 pub mod auth;
 pub mod cli;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use weft::cli::{Cli, Command};
-use weft::config::{ADMIN_TOKEN_ENV, Config, ServeArgs};
+use weft::config::{ADMIN_TOKEN_ENV, AGENT_TOKEN_ENV, Config, ServeArgs};
 use weft::{Application, telemetry};
 
 fn main() -> ExitCode {
@@ -17,7 +17,8 @@ fn main() -> ExitCode {
 
 fn serve(args: ServeArgs) -> ExitCode {
     let admin_token = std::env::var(ADMIN_TOKEN_ENV).ok();
-    let config = match Config::load(&args, admin_token) {
+    let agent_token = std::env::var(AGENT_TOKEN_ENV).ok();
+    let config = match Config::load_with_agent_token(&args, admin_token, agent_token) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("weft: {e}");

@@ -39,6 +39,8 @@ pub struct ExecutorOptions {
     pub poll_interval: Duration,
     /// Deepest sub-workflow nesting.
     pub max_depth: u32,
+    /// How long a task step waits for a runner (plugin or agent) to provide its task.
+    pub schedule_timeout: Duration,
 }
 
 impl Default for ExecutorOptions {
@@ -48,6 +50,7 @@ impl Default for ExecutorOptions {
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(500),
             max_depth: 8,
+            schedule_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -294,28 +294,42 @@ async fn run_task(
         weft_domain::Runner::Wasm => "wasm",
         weft_domain::Runner::Agent => "agent",
     });
-    let runner = executor
-        .shared
-        .runners
-        .iter()
-        .filter(|r| wanted.is_none_or(|w| w == r.name()))
-        .find(|r| r.provides(&config.task_definition_id, version.as_ref()));
-    let Some(runner) = runner else {
-        return (
-            "engine",
-            Outcome::Failed(Failure::fatal(
-                "no_runner",
-                format!(
-                    "no runner provides task '{}'{}",
-                    config.task_definition_id,
-                    config
-                        .version
-                        .as_deref()
-                        .map(|v| format!(" version {v}"))
-                        .unwrap_or_default()
-                ),
-            )),
-        );
+    // The first runner that provides the task; none yet: wait for one (an agent may connect, a
+    // plugin may be uploaded) up to the schedule time-out.
+    let deadline = tokio::time::Instant::now() + executor.shared.options.schedule_timeout;
+    let runner = loop {
+        let found = executor
+            .shared
+            .runners
+            .iter()
+            .filter(|r| wanted.is_none_or(|w| w == r.name()))
+            .find(|r| r.provides(&config.task_definition_id, version.as_ref()))
+            .cloned();
+        if let Some(runner) = found {
+            break runner;
+        }
+        if tokio::time::Instant::now() >= deadline || cancel.is_cancelled() {
+            return (
+                "engine",
+                Outcome::Failed(Failure::fatal(
+                    "no_runner",
+                    format!(
+                        "no runner provided task '{}'{} within {:?}",
+                        config.task_definition_id,
+                        config
+                            .version
+                            .as_deref()
+                            .map(|v| format!(" version {v}"))
+                            .unwrap_or_default(),
+                        executor.shared.options.schedule_timeout
+                    ),
+                )),
+            );
+        }
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
     };
     let request = TaskRequest {
         task: config.task_definition_id.clone(),

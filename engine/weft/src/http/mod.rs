@@ -21,6 +21,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 use weft_store::Store;
 
+use crate::agents::AgentRegistry;
 use crate::auth::{AuthError, Authenticator, Role};
 use crate::definitions::Definitions;
 use crate::plugins::PluginRegistry;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub plugins: PluginRegistry,
     /// Workflow runs.
     pub runs: Runs,
+    /// Connected agents.
+    pub agents: Arc<AgentRegistry>,
 }
 
 /// HTTP settings taken from the configuration.

@@ -21,6 +21,8 @@ pub const WRITE_TOKEN: &str = "test-write-token-0123456789";
 /// A running server and a client for it. Dropping it stops the server.
 pub struct TestApp {
     pub address: SocketAddr,
+    /// The gRPC address (agents).
+    pub grpc_address: SocketAddr,
     pub client: reqwest::Client,
     /// Sent as a bearer token when set.
     pub token: Option<String>,
@@ -72,9 +74,10 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Config)) 
     let data_dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::for_tests(data_dir.path(), &database.url);
     adjust(&mut config);
-    let (address, shutdown, server) = start(config.clone()).await;
+    let (address, grpc_address, shutdown, server) = start(config.clone()).await;
     TestApp {
         address,
+        grpc_address,
         client: reqwest::Client::new(),
         token: None,
         shutdown,
@@ -87,6 +90,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Config)) 
 
 type Started = (
     SocketAddr,
+    SocketAddr,
     CancellationToken,
     tokio::task::JoinHandle<Result<(), weft::AppError>>,
 );
@@ -96,9 +100,10 @@ async fn start(config: Config) -> Started {
         .await
         .expect("the application builds");
     let address = app.address();
+    let grpc_address = app.grpc_address();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    (address, shutdown, server)
+    (address, grpc_address, shutdown, server)
 }
 
 impl TestApp {
@@ -110,8 +115,10 @@ impl TestApp {
         }
         let mut config = self.config.clone();
         config.http_addr.set_port(0);
-        let (address, shutdown, server) = start(config).await;
+        config.grpc_addr.set_port(0);
+        let (address, grpc_address, shutdown, server) = start(config).await;
         self.address = address;
+        self.grpc_address = grpc_address;
         self.shutdown = shutdown;
         self.server = Some(server);
     }

@@ -1,5 +1,6 @@
 //! One file per resource.
 
+mod agents;
 mod definitions;
 mod health;
 mod plugins;
@@ -16,6 +17,7 @@ pub fn api(options: &HttpOptions) -> Router<AppState> {
         .merge(definitions::routes())
         .merge(plugins::routes(options.max_plugin_bytes))
         .merge(runs::routes())
+        .merge(agents::routes())
         .merge(tokens::routes())
 }
 
