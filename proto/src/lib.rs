@@ -1,8 +1,14 @@
 //! Weft's protocol messages, generated from the `.proto` files beside this crate at build time.
 //!
 //! - [`agent`]: `weft.agent.v1`, the stream between remote agents and the engine.
+//! - [`workflow`]: `weft.workflow.v1`, the client API for runs.
 
 /// `weft.agent.v1`: remote agents.
 pub mod agent {
     tonic::include_proto!("weft.agent.v1");
+}
+
+/// `weft.workflow.v1`: clients.
+pub mod workflow {
+    tonic::include_proto!("weft.workflow.v1");
 }

@@ -11,6 +11,9 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use weft_proto::agent::agent_service_server::AgentServiceServer;
+use weft_proto::workflow::workflow_service_server::WorkflowServiceServer;
+
+use crate::grpc::WorkflowGrpc;
 use weft_store::{ConnectOptions, Store, StoreError};
 
 use crate::agents::service::AgentGrpc;
@@ -200,11 +203,16 @@ impl Application {
         ))
         .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let workflow_service =
+            WorkflowServiceServer::new(WorkflowGrpc::new(state.runs.clone(), state.auth.clone()))
+                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let grpc_shutdown = shutdown.clone();
         tasks.spawn(async move {
             tracing::info!(address = %grpc_address, "gRPC API listening");
             let served = tonic::transport::Server::builder()
                 .add_service(agent_service)
+                .add_service(workflow_service)
                 .serve_with_incoming_shutdown(
                     TcpListenerStream::new(grpc_listener),
                     grpc_shutdown.cancelled_owned(),

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod definitions;
 pub mod executor;
+pub mod grpc;
 pub mod http;
 pub mod plugins;
 pub mod runs;

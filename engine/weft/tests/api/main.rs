@@ -7,6 +7,7 @@ mod agents;
 mod auth;
 mod definitions;
 mod errors;
+mod grpc_client;
 mod health;
 mod plugins;
 mod runs;
