@@ -69,6 +69,9 @@ pub enum AppError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The gRPC TLS configuration is unusable.
+    #[error("gRPC TLS: {0}")]
+    Tls(String),
     /// The Wasm runtime could not start.
     #[error("Wasm runtime: {0}")]
     Runtime(weft_runtime::RuntimeError),
@@ -208,9 +211,17 @@ impl Application {
                 .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let grpc_shutdown = shutdown.clone();
+        let mut grpc_server = tonic::transport::Server::builder();
+        if let Some(tls) = &config.grpc_tls {
+            let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem);
+            grpc_server = grpc_server
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .map_err(|e| AppError::Tls(e.to_string()))?;
+        }
+        let tls = config.grpc_tls.is_some();
         tasks.spawn(async move {
-            tracing::info!(address = %grpc_address, "gRPC API listening");
-            let served = tonic::transport::Server::builder()
+            tracing::info!(address = %grpc_address, tls, "gRPC API listening");
+            let served = grpc_server
                 .add_service(agent_service)
                 .add_service(workflow_service)
                 .serve_with_incoming_shutdown(

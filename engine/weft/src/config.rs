@@ -136,6 +136,12 @@ pub struct ServeArgs {
     /// Milliseconds between agent heartbeats (an agent silent for three is disconnected).
     #[arg(long, env = "WEFT_AGENT_HEARTBEAT_MS", value_name = "MS")]
     pub agent_heartbeat_ms: Option<u64>,
+    /// PEM certificate chain for TLS on the gRPC port (with --grpc-tls-key).
+    #[arg(long, env = "WEFT_GRPC_TLS_CERT", value_name = "FILE")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS on the gRPC port (with --grpc-tls-cert).
+    #[arg(long, env = "WEFT_GRPC_TLS_KEY", value_name = "FILE")]
+    pub grpc_tls_key: Option<PathBuf>,
 }
 
 /// The configuration file's shape. Unknown keys are an error.
@@ -166,6 +172,8 @@ struct FileConfig {
     lease_secs: Option<u64>,
     schedule_timeout_ms: Option<u64>,
     agent_heartbeat_ms: Option<u64>,
+    grpc_tls_cert: Option<PathBuf>,
+    grpc_tls_key: Option<PathBuf>,
     /// SHA-256 (hex) of accepted agent tokens.
     #[serde(default)]
     agent_tokens_sha256: Vec<String>,
@@ -269,6 +277,23 @@ pub struct Config {
     pub agent_heartbeat: Duration,
     /// Accepted agent tokens (hashes); empty: agents need none (gRPC on loopback only).
     pub agent_tokens: Vec<TokenHash>,
+    /// TLS for the gRPC port: PEM certificate chain and key, read at start-up.
+    pub grpc_tls: Option<TlsFiles>,
+}
+
+/// A certificate chain and its key, PEM, as read from the files named in the configuration.
+#[derive(Clone)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert_pem: Vec<u8>,
+    /// The private key (never printed).
+    pub key_pem: Vec<u8>,
+}
+
+impl fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TlsFiles(..)")
+    }
 }
 
 /// A database URL whose `Debug` hides the password.
@@ -368,6 +393,40 @@ impl Config {
                 "must be between 100 and 600000",
             ));
         }
+        let grpc_tls = match (
+            args.grpc_tls_cert.clone().or(file.grpc_tls_cert.clone()),
+            args.grpc_tls_key.clone().or(file.grpc_tls_key.clone()),
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let read = |path: &Path, option: &str| {
+                    std::fs::read(path).map_err(|e| {
+                        ConfigError::new(option, format!("cannot read {}: {e}", path.display()))
+                    })
+                };
+                let cert_pem = read(&cert, "--grpc-tls-cert (WEFT_GRPC_TLS_CERT)")?;
+                let key_pem = read(&key, "--grpc-tls-key (WEFT_GRPC_TLS_KEY)")?;
+                if !String::from_utf8_lossy(&cert_pem).contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(ConfigError::new(
+                        "--grpc-tls-cert (WEFT_GRPC_TLS_CERT)",
+                        format!("{} holds no PEM certificate", cert.display()),
+                    ));
+                }
+                if !String::from_utf8_lossy(&key_pem).contains("PRIVATE KEY-----") {
+                    return Err(ConfigError::new(
+                        "--grpc-tls-key (WEFT_GRPC_TLS_KEY)",
+                        format!("{} holds no PEM private key", key.display()),
+                    ));
+                }
+                Some(TlsFiles { cert_pem, key_pem })
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    "--grpc-tls-cert (WEFT_GRPC_TLS_CERT)",
+                    "TLS needs both --grpc-tls-cert and --grpc-tls-key",
+                ));
+            }
+        };
         let mut agent_tokens = Vec::new();
         if let Some(token) = agent_token {
             if token.trim().len() < 16 {
@@ -596,6 +655,7 @@ impl Config {
             schedule_timeout: Duration::from_millis(schedule_timeout_ms),
             agent_heartbeat: Duration::from_millis(agent_heartbeat_ms),
             agent_tokens,
+            grpc_tls,
         })
     }
 
@@ -625,6 +685,7 @@ impl Config {
             schedule_timeout: Duration::from_millis(500),
             agent_heartbeat: Duration::from_millis(defaults::AGENT_HEARTBEAT_MS),
             agent_tokens: Vec::new(),
+            grpc_tls: None,
         }
     }
 

@@ -465,3 +465,62 @@ async fn a_task_nobody_provides_fails_after_the_schedule_timeout() {
     let done = wait_for(&app, &id, &["COMPLETED", "FAILED"]).await;
     assert_eq!(done["status"], "COMPLETED", "{done}");
 }
+
+#[tokio::test]
+async fn agents_connect_over_tls() {
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    let cert_pem = generated.cert.pem();
+    let key_pem = generated.signing_key.serialize_pem();
+    let tls = weft::config::TlsFiles {
+        cert_pem: cert_pem.clone().into_bytes(),
+        key_pem: key_pem.into_bytes(),
+    };
+    let app = spawn_app_with(Backend::Sqlite, move |c| c.grpc_tls = Some(tls)).await;
+    let channel = tonic::transport::Channel::from_shared(format!(
+        "https://localhost:{}",
+        app.grpc_address.port()
+    ))
+    .expect("uri")
+    .tls_config(
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(cert_pem))
+            .domain_name("localhost"),
+    )
+    .expect("tls")
+    .connect()
+    .await
+    .expect("TLS connection");
+    let mut client = AgentServiceClient::new(channel);
+    let (tx, outbound) = mpsc::channel(4);
+    tx.send(AgentMessage {
+        message: Some(agent_message::Message::Hello(Hello {
+            name: "tls".into(),
+            version: "1.0.0".into(),
+            capacity: 1,
+            tasks: vec![TaskDefinition {
+                name: "echo".into(),
+                version: "1.0.0".into(),
+                ..Default::default()
+            }],
+        })),
+    })
+    .await
+    .expect("hello");
+    let mut inbound = client
+        .open(ReceiverStream::new(outbound))
+        .await
+        .expect("open")
+        .into_inner();
+    let first = inbound.next().await.expect("message").expect("ok");
+    assert!(matches!(
+        first.message,
+        Some(engine_message::Message::Welcome(_))
+    ));
+    // Plain text is refused on a TLS port.
+    let plain = AgentServiceClient::connect(format!("http://{}", app.grpc_address)).await;
+    if let Ok(mut plain) = plain {
+        let (_tx, outbound) = mpsc::channel::<AgentMessage>(1);
+        assert!(plain.open(ReceiverStream::new(outbound)).await.is_err());
+    }
+}
