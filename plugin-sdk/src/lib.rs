@@ -34,8 +34,13 @@
 //! with [`step::run_json`] and [`step::describe`]; only the host `log` import is replaced there
 //! (by an in-memory capture, see [`Context::take_logs`]).
 //!
-//! A native remote-agent SDK will live beside [`step`] in its own module.
+//! `agent` (cargo feature `agent`, off by default; native targets only) is the other side of
+//! the same idea for remote agents: implement `agent::Task` (async, typed JSON in and out),
+//! hand it to an `agent::Agent`, and the process serves the engine over gRPC. Step plugins do
+//! not enable it, so they never compile tonic or tokio.
 
+#[cfg(all(feature = "agent", not(target_arch = "wasm32")))]
+pub mod agent;
 pub mod step;
 
 pub use step::{Context, Level, Step, StepError};

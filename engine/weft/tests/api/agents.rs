@@ -524,3 +524,92 @@ async fn agents_connect_over_tls() {
         assert!(plain.open(ReceiverStream::new(outbound)).await.is_err());
     }
 }
+
+/// A real `echo-agent` process (built by `cargo test --workspace` / `cargo xtask test`).
+fn echo_agent_process(app: &TestApp, name: &str) -> std::process::Child {
+    let binary =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/echo-agent");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p echo-agent` (cargo xtask test does)",
+        binary.display()
+    );
+    std::process::Command::new(binary)
+        .args([
+            "--engine",
+            &format!("http://{}", app.grpc_address),
+            "--name",
+            name,
+            "--capacity",
+            "2",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("echo-agent starts")
+}
+
+async fn wait_agents(app: &TestApp, count: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let agents = expect_status(app.get("/api/v1/agents").await, StatusCode::OK).await;
+        if agents["totalCount"] == count {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expected {count} agents: {agents}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn real_echo_agents_run_steps_and_a_killed_agents_task_is_finished_by_the_other() {
+    let app = app_with_add(false).await;
+    let mut first = echo_agent_process(&app, "echo-one");
+    wait_agents(&app, 1).await;
+    deploy(&app, json!({"name": "echoes", "inputParameters": [{"name": "delay", "type": "integer", "default": 0}],
+        "steps": [{"stepDefinitionId": "e", "type": "task", "taskConfig": {"taskDefinitionId": "echo"},
+            "retryPolicy": {"maxAttempts": 3, "initialIntervalSeconds": 0.05},
+            "parameters": {"message": {"type": "constant", "value": "hello"}, "delayMs": {"type": "workflowInput", "value": "delay"}}}]})).await;
+    let id = start(&app, "echoes", json!({})).await;
+    let done = wait_for(&app, &id, &["COMPLETED", "FAILED"]).await;
+    assert_eq!(done["output"], json!({"message": "hello"}), "{done}");
+
+    // A slow task on the only agent; a second agent joins; the first is killed mid-task.
+    let id = start(&app, "echoes", json!({"delay": 3000})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let agents = expect_status(app.get("/api/v1/agents").await, StatusCode::OK).await;
+        if agents["items"][0]["inFlight"] == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the task never reached the agent: {agents}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut second = echo_agent_process(&app, "echo-two");
+    wait_agents(&app, 2).await;
+    first.kill().expect("kill");
+    let _ = first.wait();
+    let done = wait_for(&app, &id, &["COMPLETED", "FAILED"]).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let steps = expect_status(
+        app.get(&format!("/api/v1/workflow-instances/{id}/steps"))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let codes: Vec<Value> = steps["items"][0]["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| a["error"]["code"].clone())
+        .collect();
+    assert_eq!(codes, [json!("agent_lost"), Value::Null], "{steps}");
+    second.kill().expect("kill");
+    let _ = second.wait();
+}
