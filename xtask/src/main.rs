@@ -1,15 +1,21 @@
 //! Weft's project automation, run as `cargo xtask <command>` (alias in `.cargo/config.toml`).
 //!
 //! Commands:
-//! - `plugins [--check]`: build every plugin under `plugins/` into `target/plugins/<name>.wasm`
-//!   and, with `--check`, verify that each is a component of the `weft:step@1.0.0` world.
+//! - `plugins [--check]`: build every plugin under `plugins/` (Rust crates, and
+//!   `plugins/{python,javascript,c}/<name>/`) into `target/plugins/<name>.wasm`, and the templates
+//!   under `templates/` into `target/plugins/templates/`, installing the language toolchains
+//!   first (under `target/toolchains/`; C: Debian packages); with `--check`, verify that each is
+//!   a component of the `weft:step@1.0.0` world.
+//! - `new-plugin --lang py|js|c NAME`: start a plugin from `templates/<language>/`.
 //! - `serve [ARGS...]`: build the plugins, then run `weft serve --plugins-dir target/plugins`
 //!   (embedded SQLite under `./weft-data`); extra arguments go to `weft serve`.
 //! - `test [ARGS...]`: build and check the plugins once, then run the whole test suite
 //!   (`cargo test --workspace`; extra arguments go to it). CI runs exactly this.
 
 mod component;
+mod new_plugin;
 mod plugins;
+mod toolchain;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,8 +24,12 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  plugins [--check]   build plugins/* for wasm32-wasip2 into target/plugins/<name>.wasm;
-                      --check also verifies that each is a weft:step@1.0.0 component
+  plugins [--check]   build every plugin (Rust crates in plugins/, Python, JavaScript and C
+                      in plugins/{python,javascript,c}/<name>/) into target/plugins/<name>.wasm,
+                      and the templates/ into target/plugins/templates/; installs the
+                      toolchains it needs; --check also verifies each weft:step@1.0.0 component
+  new-plugin --lang py|js|c NAME
+                      copy templates/<language>/ to plugins/<language>/NAME/
   serve [ARGS...]     build the plugins and run the server with them loaded
                       (SQLite in ./weft-data, http://127.0.0.1:8080); ARGS go to `weft serve`
   test [ARGS...]      build the plugins once, then run every test (cargo test --workspace)";
@@ -30,6 +40,7 @@ fn main() -> ExitCode {
     let result = match args.as_slice() {
         ["plugins"] => plugins::run(&workspace_root(), plugins::Mode::Build),
         ["plugins", "--check"] => plugins::run(&workspace_root(), plugins::Mode::BuildAndCheck),
+        ["new-plugin", rest @ ..] => new_plugin::run(&workspace_root(), rest),
         ["serve", rest @ ..] => serve(&workspace_root(), rest),
         ["test", rest @ ..] => test(&workspace_root(), rest),
         ["help" | "--help" | "-h"] => {

@@ -26,7 +26,7 @@ impl Builder for RustBuilder {
     /// A directory with a `Cargo.toml` whose package is `weft-plugin-<name>`. Its
     /// `[package.metadata.weft] world = "foreign"` marks a component that must NOT implement
     /// `weft:step@1.0.0` (a test plugin the engine must refuse).
-    fn detect(&self, dir: &Path) -> Result<Option<Plugin>> {
+    fn detect(&self, dir: &Path, _name: &str) -> Result<Option<Plugin>> {
         let manifest = dir.join("Cargo.toml");
         if !manifest.is_file() {
             return Ok(None);
@@ -66,6 +66,7 @@ impl Builder for RustBuilder {
             name: name.to_owned(),
             dir: dir.to_path_buf(),
             expected,
+            template: false,
         }))
     }
 

@@ -9,6 +9,7 @@ mod definitions;
 mod errors;
 mod grpc_client;
 mod health;
+mod languages;
 mod plugins;
 mod runs;
 mod search;
