@@ -159,7 +159,7 @@ async fn start(app: &TestApp, name: &str, input: Value) -> String {
 }
 
 async fn wait_for(app: &TestApp, id: &str, statuses: &[&str]) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     loop {
         let run = expect_status(
             app.get(&format!("/api/v1/workflow-instances/{id}")).await,

@@ -56,7 +56,7 @@ impl Server {
     /// Wait for a log line containing `needle`; return it.
     pub fn wait_for(&mut self, needle: &str) -> String {
         loop {
-            match self.lines.recv_timeout(Duration::from_secs(60)) {
+            match self.lines.recv_timeout(Duration::from_secs(180)) {
                 Ok(line) => {
                     self.seen.push(line.clone());
                     if line.contains(needle) {
