@@ -6,7 +6,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
     unsafe { std::env::set_var("PROTOC", protoc) };
     tonic_prost_build::configure().compile_protos(
-        &["weft/agent/v1/agent.proto", "weft/workflow/v1/workflow.proto"],
+        &[
+            "weft/agent/v1/agent.proto",
+            "weft/workflow/v1/workflow.proto",
+        ],
         &["."],
     )?;
     println!("cargo:rerun-if-changed=weft");
