@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use weft_proto::agent::agent_service_server::AgentServiceServer;
@@ -225,7 +226,14 @@ impl Application {
                 .add_service(agent_service)
                 .add_service(workflow_service)
                 .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(grpc_listener),
+                    // Small request/response messages: disable Nagle, or each one waits ~40 ms
+                    // for a delayed ACK.
+                    TcpListenerStream::new(grpc_listener).map(|socket| {
+                        if let Ok(socket) = &socket {
+                            let _ = socket.set_nodelay(true);
+                        }
+                        socket
+                    }),
                     grpc_shutdown.cancelled_owned(),
                 )
                 .await;
