@@ -128,23 +128,6 @@ impl FakeAgent {
     }
 }
 
-async fn deploy(app: &TestApp, definition: Value) {
-    let created = app.create_definition(&definition).await;
-    let id = created["id"].as_str().expect("id");
-    expect_status(
-        app.post(&format!("/api/v1/workflow-definitions/{id}/publish"))
-            .await,
-        StatusCode::OK,
-    )
-    .await;
-    expect_status(
-        app.post(&format!("/api/v1/workflow-definitions/{id}/enable"))
-            .await,
-        StatusCode::OK,
-    )
-    .await;
-}
-
 async fn start(app: &TestApp, name: &str, input: Value) -> String {
     let run = expect_status(
         app.post_json(
@@ -156,25 +139,6 @@ async fn start(app: &TestApp, name: &str, input: Value) -> String {
     )
     .await;
     run["id"].as_str().expect("id").to_string()
-}
-
-async fn wait_for(app: &TestApp, id: &str, statuses: &[&str]) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    loop {
-        let run = expect_status(
-            app.get(&format!("/api/v1/workflow-instances/{id}")).await,
-            StatusCode::OK,
-        )
-        .await;
-        if statuses.contains(&run["status"].as_str().unwrap_or_default()) {
-            return run;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "run {id} stuck: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn echo_step(id: &str, next: Option<&str>, message: Value) -> Value {

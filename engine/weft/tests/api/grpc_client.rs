@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tonic::Code;
 use weft_proto::workflow::workflow_service_client::WorkflowServiceClient;
@@ -23,24 +22,6 @@ fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
         format!("Bearer {token}").parse().expect("header"),
     );
     request
-}
-
-async fn deploy(app: &TestApp, definition: Value) -> String {
-    let created = app.create_definition(&definition).await;
-    let id = created["id"].as_str().expect("id").to_string();
-    expect_status(
-        app.post(&format!("/api/v1/workflow-definitions/{id}/publish"))
-            .await,
-        StatusCode::OK,
-    )
-    .await;
-    expect_status(
-        app.post(&format!("/api/v1/workflow-definitions/{id}/enable"))
-            .await,
-        StatusCode::OK,
-    )
-    .await;
-    id
 }
 
 fn start_by_name(name: &str, input: &str, key: &str) -> StartRunRequest {

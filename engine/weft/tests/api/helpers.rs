@@ -229,6 +229,45 @@ pub fn issues(body: &Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// Create, publish and enable a definition; return its id.
+pub async fn deploy(app: &TestApp, definition: Value) -> String {
+    let created = app.create_definition(&definition).await;
+    let id = created["id"].as_str().expect("id").to_string();
+    expect_status(
+        app.post(&format!("/api/v1/workflow-definitions/{id}/publish"))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    expect_status(
+        app.post(&format!("/api/v1/workflow-definitions/{id}/enable"))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    id
+}
+
+/// Poll run `id` until its status is one of `statuses` (fails after 180 s).
+pub async fn wait_for(app: &TestApp, id: &str, statuses: &[&str]) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let run = expect_status(
+            app.get(&format!("/api/v1/workflow-instances/{id}")).await,
+            StatusCode::OK,
+        )
+        .await;
+        if statuses.contains(&run["status"].as_str().unwrap_or_default()) {
+            return run;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {id} stuck: {run}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The bytes of a plugin built by `cargo xtask plugins`.
 pub fn plugin_bytes(name: &str) -> Vec<u8> {
     let path = plugin_path(name);

@@ -18,51 +18,12 @@ async fn app_with_plugins(backend: weft_store::Backend) -> TestApp {
     spawn_app_with(backend, move |c| c.plugins_dir = Some(dir)).await
 }
 
-/// Create, publish and enable a definition; return its id.
-async fn deploy(app: &TestApp, definition: Value) -> String {
-    let created = app.create_definition(&definition).await;
-    let id = created["id"].as_str().expect("id").to_string();
-    expect_status(
-        app.post(&format!("/api/v1/workflow-definitions/{id}/publish"))
-            .await,
-        StatusCode::OK,
-    )
-    .await;
-    expect_status(
-        app.post(&format!("/api/v1/workflow-definitions/{id}/enable"))
-            .await,
-        StatusCode::OK,
-    )
-    .await;
-    id
-}
-
 async fn start(app: &TestApp, body: Value) -> Value {
     expect_status(
         app.post_json("/api/v1/workflow-instances", &body).await,
         StatusCode::CREATED,
     )
     .await
-}
-
-/// Poll the run until its status is one of `statuses`.
-async fn wait_for(app: &TestApp, id: &str, statuses: &[&str]) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    loop {
-        let run = expect_status(
-            app.get(&format!("/api/v1/workflow-instances/{id}")).await,
-            StatusCode::OK,
-        )
-        .await;
-        if statuses.contains(&run["status"].as_str().unwrap_or_default()) {
-            return run;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "run {id} stuck: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn steps(app: &TestApp, id: &str) -> Vec<Value> {
