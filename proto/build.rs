@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &[
             "weft/agent/v1/agent.proto",
             "weft/workflow/v1/workflow.proto",
+            "weft/events/v1/events.proto",
         ],
         &["."],
     )?;

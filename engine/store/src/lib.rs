@@ -48,9 +48,9 @@ pub use records::{
     PluginRecord, TokenRecord,
 };
 pub use runs::{
-    AttemptRecord, ClaimedStep, EventRecord, LeaseGuard, NewEvent, NewRun, NewStep, ParentRef,
-    RunChanges, RunQuery, RunRecord, RunStatus, RunTransaction, RunUpdate, SignalRecord, StepPhase,
-    StepRecord, StepStatus, StepUpdate,
+    AttemptRecord, ClaimedStep, EventQuery, EventRecord, EventScope, LeaseGuard, NewEvent, NewRun,
+    NewStep, ParentRef, RunChanges, RunQuery, RunRecord, RunStatus, RunTransaction, RunUpdate,
+    ScopedEvent, SignalRecord, StepPhase, StepRecord, StepStatus, StepUpdate,
 };
 
 /// The database engine behind a [`Store`].
@@ -219,4 +219,10 @@ pub trait Store: Send + Sync + 'static {
         run_id: Option<Uuid>,
         limit: u32,
     ) -> Result<Vec<EventRecord>, StoreError>;
+    /// Events of `q.scope` with `q.after_seq < seq <= q.until_seq`, ascending, at most
+    /// `q.limit`, each with its run's definition id (for live streams and their replays). Same
+    /// visibility guarantee as [`Store::list_events`].
+    async fn stream_events(&self, q: &EventQuery) -> Result<Vec<ScopedEvent>, StoreError>;
+    /// The highest `seq` of the log (0 when it is empty).
+    async fn last_event_seq(&self) -> Result<i64, StoreError>;
 }

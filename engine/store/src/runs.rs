@@ -286,6 +286,34 @@ pub struct EventRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// Which runs' events [`crate::Store::stream_events`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventScope {
+    /// Every run.
+    All,
+    /// One run (its steps' events included).
+    Run(Uuid),
+    /// Every run of one definition version.
+    Definition(Uuid),
+}
+
+/// A page of the event log for streaming: `after_seq < seq <= until_seq`, ascending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventQuery {
+    pub scope: EventScope,
+    pub after_seq: i64,
+    /// `None`: no upper bound.
+    pub until_seq: Option<i64>,
+    pub limit: u32,
+}
+
+/// An event with the definition version its run belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScopedEvent {
+    pub event: EventRecord,
+    pub definition_id: Uuid,
+}
+
 /// Everything one transition writes, atomically.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunChanges {

@@ -25,8 +25,8 @@ use crate::filter::sql::{Dialect, push_definition_where, push_page};
 use crate::migration::{MIGRATIONS_TABLE, MigrationStatus, SQLITE_MIGRATOR, migration_error};
 use crate::records::{decode_size, encode_size, new_id, now};
 use crate::runs::{
-    AttemptRecord, ClaimedStep, EventRecord, NewEvent, NewRun, RunQuery, RunRecord, RunTransaction,
-    SignalRecord, StepRecord,
+    AttemptRecord, ClaimedStep, EventQuery, EventRecord, NewEvent, NewRun, RunQuery, RunRecord,
+    RunTransaction, ScopedEvent, SignalRecord, StepRecord,
 };
 use crate::{
     Backend, DefinitionQuery, DefinitionRecord, DefinitionUpdate, NewDefinition, NewPlugin,
@@ -697,6 +697,14 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<EventRecord>, StoreError> {
         self.list_events_impl(after_seq, run_id, limit).await
+    }
+
+    async fn stream_events(&self, q: &EventQuery) -> Result<Vec<ScopedEvent>, StoreError> {
+        self.stream_events_impl(q).await
+    }
+
+    async fn last_event_seq(&self) -> Result<i64, StoreError> {
+        self.last_event_seq_impl().await
     }
 }
 

@@ -22,8 +22,10 @@ use crate::agents::{AgentRegistry, AgentRunner};
 use crate::auth::Authenticator;
 use crate::config::{Config, defaults};
 use crate::definitions::Definitions;
+use crate::events::EventHub;
 use crate::executor::runner::{Runner, WasmRunner};
 use crate::executor::{DefinitionCache, Executor, ExecutorOptions};
+use crate::http::routes::ws::LiveState;
 use crate::http::{self, AppState, HttpOptions};
 use crate::plugins::{PluginRegistry, RegistryOptions};
 use crate::runs::Runs;
@@ -175,6 +177,16 @@ impl Application {
             .await
             .map_err(db_error)?;
 
+        let hub = EventHub::new(
+            store.clone(),
+            agents.clone(),
+            config.live.buffer_events,
+            config.live.poll_interval,
+        );
+        hub.start(&mut tasks, shutdown.clone())
+            .await
+            .map_err(db_error)?;
+
         let state = AppState {
             definitions: Definitions::new(store.clone()),
             auth: Authenticator::new(config.tokens.clone(), store.clone()),
@@ -182,6 +194,11 @@ impl Application {
             plugins,
             runs: Runs::new(store.clone(), executor),
             agents: agents.clone(),
+            live: LiveState {
+                hub,
+                options: config.live,
+                shutdown: shutdown.clone(),
+            },
         };
 
         // gRPC: the agent service.

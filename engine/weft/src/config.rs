@@ -48,6 +48,14 @@ pub mod defaults {
     pub const AGENT_HEARTBEAT_MS: u64 = 5_000;
     /// Seconds between checks of the plugins directory.
     pub const PLUGINS_POLL_INTERVAL_SECS: u64 = 2;
+    /// Events the live feed keeps for WebSocket clients that fall behind.
+    pub const WS_BUFFER_EVENTS: usize = 4096;
+    /// Seconds between WebSocket pings.
+    pub const WS_PING_SECS: u64 = 20;
+    /// Milliseconds a WebSocket frame may take to leave before the client counts as stuck.
+    pub const WS_SEND_TIMEOUT_MS: u64 = 10_000;
+    /// Milliseconds between looks at the event log for new events.
+    pub const EVENTS_POLL_MS: u64 = 50;
 }
 
 /// Flags of `weft serve`. Every flag also reads a `WEFT_*` environment variable.
@@ -136,6 +144,19 @@ pub struct ServeArgs {
     /// Milliseconds between agent heartbeats (an agent silent for three is disconnected).
     #[arg(long, env = "WEFT_AGENT_HEARTBEAT_MS", value_name = "MS")]
     pub agent_heartbeat_ms: Option<u64>,
+    /// Events kept for WebSocket clients that fall behind; a client further behind is closed
+    /// (code 4008) and resumes by sequence.
+    #[arg(long, env = "WEFT_WS_BUFFER_EVENTS", value_name = "N")]
+    pub ws_buffer_events: Option<usize>,
+    /// Seconds between WebSocket pings (a client silent for two is closed).
+    #[arg(long, env = "WEFT_WS_PING_SECS", value_name = "SECS")]
+    pub ws_ping_secs: Option<u64>,
+    /// Milliseconds one WebSocket frame may take to leave before the client is closed as stuck.
+    #[arg(long, env = "WEFT_WS_SEND_TIMEOUT_MS", value_name = "MS")]
+    pub ws_send_timeout_ms: Option<u64>,
+    /// Milliseconds between looks at the event log for new events (all replicas' events).
+    #[arg(long, env = "WEFT_EVENTS_POLL_MS", value_name = "MS")]
+    pub events_poll_ms: Option<u64>,
     /// PEM certificate chain for TLS on the gRPC port (with --grpc-tls-key).
     #[arg(long, env = "WEFT_GRPC_TLS_CERT", value_name = "FILE")]
     pub grpc_tls_cert: Option<PathBuf>,
@@ -172,6 +193,10 @@ struct FileConfig {
     lease_secs: Option<u64>,
     schedule_timeout_ms: Option<u64>,
     agent_heartbeat_ms: Option<u64>,
+    ws_buffer_events: Option<usize>,
+    ws_ping_secs: Option<u64>,
+    ws_send_timeout_ms: Option<u64>,
+    events_poll_ms: Option<u64>,
     grpc_tls_cert: Option<PathBuf>,
     grpc_tls_key: Option<PathBuf>,
     /// SHA-256 (hex) of accepted agent tokens.
@@ -279,6 +304,21 @@ pub struct Config {
     pub agent_tokens: Vec<TokenHash>,
     /// TLS for the gRPC port: PEM certificate chain and key, read at start-up.
     pub grpc_tls: Option<TlsFiles>,
+    /// The live event feed and its WebSocket clients.
+    pub live: LiveOptions,
+}
+
+/// The live event feed (`GET /api/v1/ws`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveOptions {
+    /// Events kept for clients that fall behind (the feed's ring); further behind: closed.
+    pub buffer_events: usize,
+    /// Between pings; a client silent for two intervals is closed.
+    pub ping_interval: Duration,
+    /// Longest a frame may take to leave before the client is closed as stuck.
+    pub send_timeout: Duration,
+    /// Between looks at the event log.
+    pub poll_interval: Duration,
 }
 
 /// A certificate chain and its key, PEM, as read from the files named in the configuration.
@@ -393,6 +433,7 @@ impl Config {
                 "must be between 100 and 600000",
             ));
         }
+        let live = live_options(args, &file)?;
         let grpc_tls = match (
             args.grpc_tls_cert.clone().or(file.grpc_tls_cert.clone()),
             args.grpc_tls_key.clone().or(file.grpc_tls_key.clone()),
@@ -656,6 +697,7 @@ impl Config {
             agent_heartbeat: Duration::from_millis(agent_heartbeat_ms),
             agent_tokens,
             grpc_tls,
+            live,
         })
     }
 
@@ -686,6 +728,12 @@ impl Config {
             agent_heartbeat: Duration::from_millis(defaults::AGENT_HEARTBEAT_MS),
             agent_tokens: Vec::new(),
             grpc_tls: None,
+            live: LiveOptions {
+                buffer_events: defaults::WS_BUFFER_EVENTS,
+                ping_interval: Duration::from_secs(defaults::WS_PING_SECS),
+                send_timeout: Duration::from_millis(defaults::WS_SEND_TIMEOUT_MS),
+                poll_interval: Duration::from_millis(20),
+            },
         }
     }
 
@@ -693,6 +741,56 @@ impl Config {
     pub fn auth_enabled(&self) -> bool {
         !self.tokens.is_empty()
     }
+}
+
+/// The live event feed and WebSocket settings, validated.
+fn live_options(args: &ServeArgs, file: &FileConfig) -> Result<LiveOptions, ConfigError> {
+    let buffer_events = args
+        .ws_buffer_events
+        .or(file.ws_buffer_events)
+        .unwrap_or(defaults::WS_BUFFER_EVENTS);
+    if !(16..=1_000_000).contains(&buffer_events) {
+        return Err(ConfigError::new(
+            "--ws-buffer-events (WEFT_WS_BUFFER_EVENTS)",
+            "must be between 16 and 1000000",
+        ));
+    }
+    let ping_secs = args
+        .ws_ping_secs
+        .or(file.ws_ping_secs)
+        .unwrap_or(defaults::WS_PING_SECS);
+    if !(1..=3600).contains(&ping_secs) {
+        return Err(ConfigError::new(
+            "--ws-ping-secs (WEFT_WS_PING_SECS)",
+            "must be between 1 and 3600",
+        ));
+    }
+    let send_timeout_ms = args
+        .ws_send_timeout_ms
+        .or(file.ws_send_timeout_ms)
+        .unwrap_or(defaults::WS_SEND_TIMEOUT_MS);
+    if !(100..=600_000).contains(&send_timeout_ms) {
+        return Err(ConfigError::new(
+            "--ws-send-timeout-ms (WEFT_WS_SEND_TIMEOUT_MS)",
+            "must be between 100 and 600000",
+        ));
+    }
+    let poll_ms = args
+        .events_poll_ms
+        .or(file.events_poll_ms)
+        .unwrap_or(defaults::EVENTS_POLL_MS);
+    if !(5..=60_000).contains(&poll_ms) {
+        return Err(ConfigError::new(
+            "--events-poll-ms (WEFT_EVENTS_POLL_MS)",
+            "must be between 5 and 60000",
+        ));
+    }
+    Ok(LiveOptions {
+        buffer_events,
+        ping_interval: Duration::from_secs(ping_secs),
+        send_timeout: Duration::from_millis(send_timeout_ms),
+        poll_interval: Duration::from_millis(poll_ms),
+    })
 }
 
 /// Default and maximum step limits; a default above its maximum is an error.

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod definitions;
+pub mod events;
 pub mod executor;
 pub mod grpc;
 pub mod http;

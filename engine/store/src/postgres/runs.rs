@@ -30,8 +30,9 @@ use crate::records::{
     now, run_conflict, stale, step_conflict, terminal_run,
 };
 use crate::runs::{
-    AttemptRecord, ClaimedStep, EventRecord, NewEvent, NewRun, NewStep, ParentRef, RunChanges,
-    RunQuery, RunRecord, RunTransaction, SignalRecord, StepPhase, StepRecord,
+    AttemptRecord, ClaimedStep, EventQuery, EventRecord, EventScope, NewEvent, NewRun, NewStep,
+    ParentRef, RunChanges, RunQuery, RunRecord, RunTransaction, ScopedEvent, SignalRecord,
+    StepPhase, StepRecord,
 };
 use crate::{Page, StoreError};
 
@@ -874,5 +875,52 @@ impl PgStore {
         .await
         .map_err(StoreError::from_sqlx)?;
         rows.iter().map(event).collect()
+    }
+
+    pub(super) async fn stream_events_impl(
+        &self,
+        q: &EventQuery,
+    ) -> Result<Vec<ScopedEvent>, StoreError> {
+        macro_rules! stream_sql {
+            ($filter:literal) => {
+                concat!(
+                    "SELECT e.seq, e.run_id, e.step_id, e.kind, e.data, e.created_at, r.definition_id FROM events e JOIN workflow_runs r ON r.id = e.run_id WHERE e.seq > $1 AND e.seq <= $2",
+                    $filter,
+                    " ORDER BY e.seq LIMIT $3"
+                )
+            };
+        }
+        let (sql, id) = match q.scope {
+            EventScope::All => (stream_sql!(""), None),
+            EventScope::Run(id) => (stream_sql!(" AND e.run_id = $4"), Some(id)),
+            EventScope::Definition(id) => (stream_sql!(" AND r.definition_id = $4"), Some(id)),
+        };
+        let mut query = sqlx::query(sql)
+            .bind(q.after_seq)
+            .bind(q.until_seq.unwrap_or(i64::MAX));
+        query = query.bind(i64::from(q.limit));
+        if let Some(id) = id {
+            query = query.bind(id);
+        }
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                Ok(ScopedEvent {
+                    event: event(row)?,
+                    definition_id: row.try_get("definition_id")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn last_event_seq_impl(&self) -> Result<i64, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(seq.unwrap_or(0))
     }
 }

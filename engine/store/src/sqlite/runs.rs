@@ -23,8 +23,9 @@ use crate::records::{
     now, run_conflict, stale, step_conflict, terminal_run,
 };
 use crate::runs::{
-    AttemptRecord, ClaimedStep, EventRecord, NewEvent, NewRun, NewStep, ParentRef, RunChanges,
-    RunQuery, RunRecord, RunTransaction, SignalRecord, StepPhase, StepRecord,
+    AttemptRecord, ClaimedStep, EventQuery, EventRecord, EventScope, NewEvent, NewRun, NewStep,
+    ParentRef, RunChanges, RunQuery, RunRecord, RunTransaction, ScopedEvent, SignalRecord,
+    StepPhase, StepRecord,
 };
 use crate::{Page, StoreError};
 
@@ -875,5 +876,52 @@ impl SqliteStore {
         .await
         .map_err(StoreError::from_sqlx)?;
         rows.iter().map(event).collect()
+    }
+
+    pub(super) async fn stream_events_impl(
+        &self,
+        q: &EventQuery,
+    ) -> Result<Vec<ScopedEvent>, StoreError> {
+        macro_rules! stream_sql {
+            ($filter:literal) => {
+                concat!(
+                    "SELECT e.seq, e.run_id, e.step_id, e.kind, e.data, e.created_at, r.definition_id FROM events e JOIN workflow_runs r ON r.id = e.run_id WHERE e.seq > ? AND e.seq <= ?",
+                    $filter,
+                    " ORDER BY e.seq LIMIT ?"
+                )
+            };
+        }
+        let (sql, id) = match q.scope {
+            EventScope::All => (stream_sql!(""), None),
+            EventScope::Run(id) => (stream_sql!(" AND e.run_id = ?"), Some(id)),
+            EventScope::Definition(id) => (stream_sql!(" AND r.definition_id = ?"), Some(id)),
+        };
+        let mut query = sqlx::query(sql)
+            .bind(q.after_seq)
+            .bind(q.until_seq.unwrap_or(i64::MAX));
+        if let Some(id) = id {
+            query = query.bind(id.hyphenated());
+        }
+        let rows = query
+            .bind(i64::from(q.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                Ok(ScopedEvent {
+                    event: event(row)?,
+                    definition_id: uuid(row, "definition_id")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn last_event_seq_impl(&self) -> Result<i64, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(seq.unwrap_or(0))
     }
 }

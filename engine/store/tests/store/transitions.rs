@@ -7,11 +7,13 @@ use chrono::TimeDelta;
 use serde_json::json;
 use uuid::Uuid;
 use weft_store::{
-    AttemptRecord, ClaimedStep, LeaseGuard, NewRun, ParentRef, RunChanges, RunStatus, RunUpdate,
-    StepPhase, StepStatus, StepUpdate, Store, StoreError,
+    AttemptRecord, ClaimedStep, EventQuery, EventScope, LeaseGuard, NewRun, ParentRef, RunChanges,
+    RunStatus, RunUpdate, StepPhase, StepStatus, StepUpdate, Store, StoreError,
 };
 
-use crate::support::{create, event, new_run, new_step, now, on_both_backends, step_named, update};
+use crate::support::{
+    DEFINITION, create, event, new_run, new_step, now, on_both_backends, step_named, update,
+};
 
 on_both_backends!(
     apply_with_guard,
@@ -24,6 +26,7 @@ on_both_backends!(
     signal_not_found_and_conflict,
     parking_for_a_pending_signal_wakes_at_once,
     events_resume_exactly,
+    stream_events_by_scope_and_bounds,
 );
 on_both_backends!(multi_thread: events_resume_exactly_under_concurrent_writers);
 
@@ -915,4 +918,78 @@ async fn events_resume_exactly_under_concurrent_writers(store: Arc<dyn Store>) {
     assert_eq!(all.len(), 6 * 15 * 2);
     assert_eq!(seen.len(), all.len(), "the reader missed events");
     assert_eq!(seen, all);
+}
+
+async fn stream_events_by_scope_and_bounds(store: Arc<dyn Store>) {
+    assert_eq!(store.last_event_seq().await.unwrap(), 0);
+    let mut runs = Vec::new();
+    for r in 0..2 {
+        let new = new_run(&[]);
+        runs.push(new.id);
+        let events = (0..3)
+            .map(|i| event(new.id, Some("s"), &format!("e.{r}.{i}")))
+            .collect();
+        store.create_run(new, events).await.unwrap();
+    }
+    let all = store.list_events(0, None, 100).await.unwrap();
+    assert_eq!(all.len(), 6);
+    let last = all.last().unwrap().seq;
+    assert_eq!(store.last_event_seq().await.unwrap(), last);
+
+    let query = |scope, after_seq, until_seq, limit| EventQuery {
+        scope,
+        after_seq,
+        until_seq,
+        limit,
+    };
+    let streamed = store
+        .stream_events(&query(EventScope::All, 0, None, 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        streamed.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+        all
+    );
+    assert!(streamed.iter().all(|e| e.definition_id == DEFINITION));
+
+    // Bounds: after < seq <= until, at most limit.
+    let middle = store
+        .stream_events(&query(EventScope::All, all[1].seq, Some(all[4].seq), 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        middle.iter().map(|e| e.event.seq).collect::<Vec<_>>(),
+        all[2..=4].iter().map(|e| e.seq).collect::<Vec<_>>()
+    );
+    let limited = store
+        .stream_events(&query(EventScope::All, 0, None, 2))
+        .await
+        .unwrap();
+    assert_eq!(limited.len(), 2);
+
+    // One run; one definition; an unknown definition.
+    let of_run = store
+        .stream_events(&query(EventScope::Run(runs[1]), 0, None, 100))
+        .await
+        .unwrap();
+    assert_eq!(of_run.len(), 3);
+    assert!(of_run.iter().all(|e| e.event.run_id == runs[1]));
+    assert!(of_run.windows(2).all(|w| w[0].event.seq < w[1].event.seq));
+    let of_definition = store
+        .stream_events(&query(
+            EventScope::Definition(DEFINITION),
+            all[0].seq,
+            None,
+            100,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(of_definition.len(), 5);
+    assert!(
+        store
+            .stream_events(&query(EventScope::Definition(Uuid::now_v7()), 0, None, 100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -99,12 +99,27 @@ pub enum AssignError {
     Busy,
 }
 
+/// An agent connected or left (for the live feed).
+#[derive(Debug, Clone)]
+pub struct AgentChange {
+    /// `agent.connected` or `agent.disconnected`.
+    pub kind: &'static str,
+    /// The agent as it was then.
+    pub agent: AgentView,
+    /// Why it left (disconnections only).
+    pub reason: Option<String>,
+}
+
+/// Agent changes kept for a slow live feed.
+const CHANGES_BUFFER: usize = 256;
+
 /// The registry of connected agents. One owner: all state is behind its lock.
 pub struct AgentRegistry {
     agents: Mutex<HashMap<Uuid, AgentEntry>>,
     /// Signalled when capacity frees up or agents connect.
     changed: Notify,
     heartbeat: Duration,
+    changes: tokio::sync::broadcast::Sender<AgentChange>,
 }
 
 impl AgentRegistry {
@@ -114,6 +129,7 @@ impl AgentRegistry {
             agents: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             heartbeat,
+            changes: tokio::sync::broadcast::channel(CHANGES_BUFFER).0,
         })
     }
 
@@ -195,8 +211,15 @@ impl AgentRegistry {
             outbound,
             pending: HashMap::new(),
         };
+        let view = entry.view.clone();
         self.lock().insert(id, entry);
         self.changed.notify_waiters();
+        // No listener is not an error.
+        let _ = self.changes.send(AgentChange {
+            kind: "agent.connected",
+            agent: view,
+            reason: None,
+        });
         tracing::info!(agent_id = %id, agent = name, "agent connected");
         Ok(id)
     }
@@ -225,6 +248,13 @@ impl AgentRegistry {
                 )));
             }
             self.changed.notify_waiters();
+            let mut view = entry.view;
+            view.connected = false;
+            let _ = self.changes.send(AgentChange {
+                kind: "agent.disconnected",
+                agent: view,
+                reason: Some(reason.to_string()),
+            });
         }
     }
 
@@ -359,6 +389,11 @@ impl AgentRegistry {
                 return;
             }
         }
+    }
+
+    /// Agents connecting and leaving from now on.
+    pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<AgentChange> {
+        self.changes.subscribe()
     }
 
     /// Connected agents.

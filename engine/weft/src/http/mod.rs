@@ -5,7 +5,7 @@
 //! bodies (413) and panics (500).
 
 pub mod error;
-mod routes;
+pub mod routes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +43,8 @@ pub struct AppState {
     pub runs: Runs,
     /// Connected agents.
     pub agents: Arc<AgentRegistry>,
+    /// The live event stream (`/ws`).
+    pub live: routes::ws::LiveState,
 }
 
 /// HTTP settings taken from the configuration.
@@ -74,7 +76,16 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal(&"a request handler panicked").into_response()
         }))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                // The path only: a query may carry a token.
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                )
+            }),
+        )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
     if let Some(cors) = cors_layer(&options.cors_origins) {
@@ -134,14 +145,29 @@ async fn require_token(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let bearer = request
+    let header_token = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
-        });
+        })
+        .map(str::to_owned);
+    // Browsers cannot set headers on a WebSocket: the socket may carry its token in the query
+    // (request spans log the path only, never the query).
+    let bearer = header_token.or_else(|| {
+        // Under `nest`, the path has lost its `/api/v1` prefix.
+        (request
+            .uri()
+            .path()
+            .strip_prefix("/api/v1")
+            .unwrap_or(request.uri().path())
+            == "/ws")
+            .then(|| query_token(request.uri().query()))
+            .flatten()
+    });
+    let bearer = bearer.as_deref();
     let principal = match state.auth.authenticate(bearer).await {
         Ok(principal) => principal,
         Err(AuthError::Missing) => {
@@ -162,6 +188,14 @@ async fn require_token(
     }
     request.extensions_mut().insert(principal);
     next.run(request).await
+}
+
+/// `access_token` from a query string.
+fn query_token(query: Option<&str>) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == "access_token" && !value.is_empty()).then(|| value.to_string())
+    })
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -216,5 +250,18 @@ mod tests {
             required_role(&Method::GET, "/plugins/add/1.0.0/wasm"),
             Role::Read
         );
+        assert_eq!(required_role(&Method::GET, "/api/v1/ws"), Role::Read);
+    }
+
+    #[test]
+    fn websocket_token_from_the_query() {
+        assert_eq!(query_token(Some("access_token=abc")), Some("abc".into()));
+        assert_eq!(
+            query_token(Some("x=1&access_token=abc&y=2")),
+            Some("abc".into())
+        );
+        assert_eq!(query_token(Some("access_token=")), None);
+        assert_eq!(query_token(Some("token=abc")), None);
+        assert_eq!(query_token(None), None);
     }
 }

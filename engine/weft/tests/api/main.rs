@@ -14,3 +14,4 @@ mod plugins;
 mod runs;
 mod search;
 mod validation;
+mod ws;

@@ -6,6 +6,7 @@ mod health;
 mod plugins;
 mod runs;
 mod tokens;
+pub mod ws;
 
 use axum::Router;
 
@@ -19,6 +20,7 @@ pub fn api(options: &HttpOptions) -> Router<AppState> {
         .merge(runs::routes())
         .merge(agents::routes())
         .merge(tokens::routes())
+        .merge(ws::routes())
 }
 
 /// `/healthz` and `/readyz` (never authenticated).
