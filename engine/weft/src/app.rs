@@ -25,6 +25,7 @@ use crate::definitions::Definitions;
 use crate::executor::runner::{Runner, WasmRunner};
 use crate::executor::{DefinitionCache, Executor, ExecutorOptions};
 use crate::http::{self, AppState, HttpOptions};
+use crate::metrics::Metrics;
 use crate::plugins::{PluginRegistry, RegistryOptions};
 use crate::runs::Runs;
 use weft_runtime::{Runtime, RuntimeConfig};
@@ -140,6 +141,7 @@ impl Application {
         runtime_config.defaults = config.step_limits.clone();
         runtime_config.maxima = config.max_step_limits.clone();
         let runtime = Runtime::new(runtime_config, shutdown.clone()).map_err(AppError::Runtime)?;
+        let metrics = Metrics::new(Some(runtime.clone()));
         let plugins = PluginRegistry::start(
             runtime,
             store.clone(),
@@ -153,12 +155,12 @@ impl Application {
         .map_err(db_error)?;
         tasks.spawn(plugins.clone().watch_directory(shutdown.clone()));
 
-        let agents = AgentRegistry::new(config.agent_heartbeat);
+        let agents = AgentRegistry::new(config.agent_heartbeat, metrics.clone());
         tasks.spawn(agents.clone().sweep(shutdown.clone()));
         let executor = Executor::new(
             store.clone(),
             vec![
-                Arc::new(WasmRunner::new(plugins.clone())) as Arc<dyn Runner>,
+                Arc::new(WasmRunner::new(plugins.clone(), metrics.clone())) as Arc<dyn Runner>,
                 Arc::new(AgentRunner::new(agents.clone())) as Arc<dyn Runner>,
             ],
             DefinitionCache::new(store.clone()),
@@ -169,6 +171,7 @@ impl Application {
                 schedule_timeout: config.schedule_timeout,
                 ..ExecutorOptions::default()
             },
+            metrics.clone(),
         );
         executor
             .start(&mut tasks, shutdown.clone())
@@ -182,6 +185,7 @@ impl Application {
             plugins,
             runs: Runs::new(store.clone(), executor),
             agents: agents.clone(),
+            metrics,
         };
 
         // gRPC: the agent service.
@@ -250,6 +254,7 @@ impl Application {
                 max_body_bytes: config.max_body_bytes,
                 cors_origins: config.cors_origins.clone(),
                 max_plugin_bytes: config.plugin_max_bytes,
+                metrics_public: config.metrics_public,
             },
         );
         let listener = TcpListener::bind(config.http_addr)

@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// Do not apply migrations; only check that the schema is current (exit non-zero if not).
     #[arg(long, env = "WEFT_CHECK_MIGRATIONS")]
     pub check_migrations: bool,
+    /// Serve GET /metrics without a token even when API tokens are configured (by default it
+    /// needs a `read` token then).
+    #[arg(long, env = "WEFT_METRICS_PUBLIC")]
+    pub metrics_public: bool,
     /// Allowed CORS origins, comma-separated (e.g. https://ui.example.com). CORS is off without.
     #[arg(
         long = "cors-origin",
@@ -155,6 +159,7 @@ struct FileConfig {
     plugins_dir: Option<PathBuf>,
     insecure: Option<bool>,
     check_migrations: Option<bool>,
+    metrics_public: Option<bool>,
     shutdown_timeout_secs: Option<u64>,
     db_connect_timeout_secs: Option<u64>,
     max_body_bytes: Option<usize>,
@@ -245,6 +250,8 @@ pub struct Config {
     pub insecure: bool,
     /// Check migrations instead of applying them.
     pub check_migrations: bool,
+    /// `/metrics` needs no token.
+    pub metrics_public: bool,
     /// CORS origin allowlist; empty means CORS is off.
     pub cors_origins: Vec<String>,
     /// API tokens from the configuration (admin bootstrap token included).
@@ -639,6 +646,7 @@ impl Config {
             plugins_dir,
             insecure,
             check_migrations: args.check_migrations || file.check_migrations.unwrap_or(false),
+            metrics_public: args.metrics_public || file.metrics_public.unwrap_or(false),
             cors_origins,
             tokens,
             shutdown_timeout: Duration::from_secs(shutdown_timeout),
@@ -669,6 +677,7 @@ impl Config {
             plugins_dir: None,
             insecure: false,
             check_migrations: false,
+            metrics_public: false,
             cors_origins: Vec::new(),
             tokens: Vec::new(),
             shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_SECS),

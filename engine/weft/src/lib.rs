@@ -14,6 +14,7 @@ pub mod definitions;
 pub mod executor;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod plugins;
 pub mod runs;
 pub mod telemetry;

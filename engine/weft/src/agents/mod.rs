@@ -26,6 +26,7 @@ use weft_proto::agent::{
 
 use crate::executor::plan::Failure;
 use crate::executor::runner::{Runner, TaskRequest, TaskResult as RunnerResult};
+use crate::metrics::Metrics;
 
 /// The outbound half of an agent's stream.
 pub type Outbound = mpsc::Sender<Result<EngineMessage, Status>>;
@@ -105,15 +106,18 @@ pub struct AgentRegistry {
     /// Signalled when capacity frees up or agents connect.
     changed: Notify,
     heartbeat: Duration,
+    metrics: Metrics,
 }
 
 impl AgentRegistry {
-    /// An empty registry; agents heartbeat every `heartbeat`.
-    pub fn new(heartbeat: Duration) -> Arc<AgentRegistry> {
+    /// An empty registry; agents heartbeat every `heartbeat`. Connections are counted in
+    /// `metrics`.
+    pub fn new(heartbeat: Duration, metrics: Metrics) -> Arc<AgentRegistry> {
         Arc::new(AgentRegistry {
             agents: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             heartbeat,
+            metrics,
         })
     }
 
@@ -196,6 +200,7 @@ impl AgentRegistry {
             pending: HashMap::new(),
         };
         self.lock().insert(id, entry);
+        self.metrics.agent_connected();
         self.changed.notify_waiters();
         tracing::info!(agent_id = %id, agent = name, "agent connected");
         Ok(id)
@@ -212,6 +217,7 @@ impl AgentRegistry {
     pub fn disconnect(&self, agent: Uuid, reason: &str) {
         let entry = self.lock().remove(&agent);
         if let Some(entry) = entry {
+            self.metrics.agent_disconnected();
             tracing::info!(agent_id = %agent, agent = %entry.view.name, reason, lost = entry.pending.len(), "agent disconnected");
             // Close the agent's stream (if it is still open) so it reconnects.
             let _ = entry

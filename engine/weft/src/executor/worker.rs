@@ -2,7 +2,7 @@
 //! engine for the others), then record it with [`plan::step_outcome`] in one transaction.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::{Map, Value, json};
@@ -19,6 +19,7 @@ use weft_store::{
 use super::plan::{self, Claimed, Failure, Outcome, RunView};
 use super::runner::TaskRequest;
 use super::{Executor, ExecutorError};
+use crate::metrics::Tally;
 
 /// Execute `claimed` and record the outcome. Errors are logged: the step's lease expires and it
 /// runs again.
@@ -42,6 +43,7 @@ async fn execute_inner(
     claimed: ClaimedStep,
     cancel: CancellationToken,
 ) -> Result<(), ExecutorError> {
+    let started = Instant::now();
     let shared = &executor.shared;
     let row = claimed.step.clone();
     let guard = LeaseGuard {
@@ -82,7 +84,9 @@ async fn execute_inner(
         {
             changes.step_updates.push(plan::cancelled(current));
         }
+        let tally = Tally::of(&run.definition_name, &changes, &steps);
         tx.apply(changes).await?;
+        shared.metrics.record(tally);
         return Ok(());
     }
 
@@ -164,6 +168,7 @@ async fn execute_inner(
             sub_workflow(executor, &run, &row, &step, input.clone(), now).await?,
         ),
     };
+    shared.metrics.step_attempt(runner, started.elapsed());
     record(executor, &spec, &row, Some(input), runner, guard, outcome).await
 }
 
@@ -226,7 +231,9 @@ async fn record(
     );
     changes.consume_signals.extend(consumed);
     let finished_run = changes.run.as_ref().map(|r| r.status);
+    let tally = Tally::of(&run.definition_name, &changes, &steps);
     tx.apply(changes).await?;
+    shared.metrics.record(tally);
     if let Some(status) = finished_run {
         tracing::info!(run_id = %run.id, status = status.as_str(), "run finished");
         if status.is_terminal() {

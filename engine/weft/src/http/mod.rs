@@ -24,6 +24,7 @@ use weft_store::Store;
 use crate::agents::AgentRegistry;
 use crate::auth::{AuthError, Authenticator, Role};
 use crate::definitions::Definitions;
+use crate::metrics::Metrics;
 use crate::plugins::PluginRegistry;
 use crate::runs::Runs;
 pub use error::ApiError;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub runs: Runs,
     /// Connected agents.
     pub agents: Arc<AgentRegistry>,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: Metrics,
 }
 
 /// HTTP settings taken from the configuration.
@@ -54,6 +57,8 @@ pub struct HttpOptions {
     pub cors_origins: Vec<String>,
     /// Largest accepted plugin upload.
     pub max_plugin_bytes: usize,
+    /// Serve `/metrics` without a token even when tokens are configured.
+    pub metrics_public: bool,
 }
 
 /// Build the whole router.
@@ -63,17 +68,27 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
 
+    let mut metrics = routes::metrics();
+    if !options.metrics_public {
+        metrics = metrics.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    }
+
     let request_id = HeaderName::from_static("x-request-id");
     let mut router = Router::new()
         .merge(routes::health())
+        .merge(metrics)
         .nest("/api/v1", api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
-        .with_state(state)
+        .with_state(state.clone())
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal(&"a request handler panicked").into_response()
         }))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
@@ -162,6 +177,16 @@ async fn require_token(
     }
     request.extensions_mut().insert(principal);
     next.run(request).await
+}
+
+/// Count every answered request in `weft_http_requests_total`.
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .http_request(&method, response.status().as_u16());
+    response
 }
 
 async fn not_found(request: Request) -> ApiError {

@@ -10,6 +10,7 @@ mod errors;
 mod grpc_client;
 mod health;
 mod languages;
+mod metrics;
 mod plugins;
 mod runs;
 mod search;
