@@ -28,6 +28,7 @@ use crate::http::{self, AppState, HttpOptions};
 use crate::metrics::Metrics;
 use crate::plugins::{PluginRegistry, RegistryOptions};
 use crate::runs::Runs;
+use crate::traces::Traces;
 use weft_runtime::{Runtime, RuntimeConfig};
 
 /// Largest gRPC message (an assignment's input or a result's output), in bytes.
@@ -74,6 +75,9 @@ pub enum AppError {
     /// The gRPC TLS configuration is unusable.
     #[error("gRPC TLS: {0}")]
     Tls(String),
+    /// The trace exporter could not start.
+    #[error("traces: {0}")]
+    Traces(String),
     /// The Wasm runtime could not start.
     #[error("Wasm runtime: {0}")]
     Runtime(weft_runtime::RuntimeError),
@@ -93,6 +97,7 @@ pub struct Application {
     /// Cancels the application's own background tasks.
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
+    traces: Traces,
 }
 
 impl Application {
@@ -142,6 +147,15 @@ impl Application {
         runtime_config.maxima = config.max_step_limits.clone();
         let runtime = Runtime::new(runtime_config, shutdown.clone()).map_err(AppError::Runtime)?;
         let metrics = Metrics::new(Some(runtime.clone()));
+        let traces = match &config.otlp_endpoint {
+            Some(endpoint) => {
+                let traces = Traces::otlp(endpoint, config.trace_flush_interval)
+                    .map_err(|e| AppError::Traces(e.to_string()))?;
+                tracing::info!(endpoint = %endpoint, "exporting traces over OTLP/HTTP");
+                traces
+            }
+            None => Traces::off(),
+        };
         let plugins = PluginRegistry::start(
             runtime,
             store.clone(),
@@ -172,6 +186,7 @@ impl Application {
                 ..ExecutorOptions::default()
             },
             metrics.clone(),
+            traces.clone(),
         );
         executor
             .start(&mut tasks, shutdown.clone())
@@ -276,6 +291,7 @@ impl Application {
             shutdown_timeout: config.shutdown_timeout,
             shutdown,
             tasks,
+            traces,
         })
     }
 
@@ -335,6 +351,7 @@ impl Application {
             self.tasks.abort_all();
         }
         self.store.close().await;
+        self.traces.shutdown().await;
         tracing::info!("stopped");
         match result {
             Ok(Ok(())) => Ok(()),

@@ -48,6 +48,8 @@ pub mod defaults {
     pub const AGENT_HEARTBEAT_MS: u64 = 5_000;
     /// Seconds between checks of the plugins directory.
     pub const PLUGINS_POLL_INTERVAL_SECS: u64 = 2;
+    /// Longest time a finished span waits before it is exported.
+    pub const TRACE_FLUSH_MS: u64 = 5_000;
 }
 
 /// Flags of `weft serve`. Every flag also reads a `WEFT_*` environment variable.
@@ -81,6 +83,10 @@ pub struct ServeArgs {
     /// needs a `read` token then).
     #[arg(long, env = "WEFT_METRICS_PUBLIC")]
     pub metrics_public: bool,
+    /// Export traces (a span per run and per step attempt) to this OTLP/HTTP collector, e.g.
+    /// http://127.0.0.1:4318 (spans are POSTed to /v1/traces). Off by default.
+    #[arg(long, env = "WEFT_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// Allowed CORS origins, comma-separated (e.g. https://ui.example.com). CORS is off without.
     #[arg(
         long = "cors-origin",
@@ -160,6 +166,7 @@ struct FileConfig {
     insecure: Option<bool>,
     check_migrations: Option<bool>,
     metrics_public: Option<bool>,
+    otlp_endpoint: Option<String>,
     shutdown_timeout_secs: Option<u64>,
     db_connect_timeout_secs: Option<u64>,
     max_body_bytes: Option<usize>,
@@ -252,6 +259,10 @@ pub struct Config {
     pub check_migrations: bool,
     /// `/metrics` needs no token.
     pub metrics_public: bool,
+    /// The OTLP/HTTP collector traces go to; `None`: traces are off.
+    pub otlp_endpoint: Option<String>,
+    /// Longest time a finished span waits before it is exported.
+    pub trace_flush_interval: Duration,
     /// CORS origin allowlist; empty means CORS is off.
     pub cors_origins: Vec<String>,
     /// API tokens from the configuration (admin bootstrap token included).
@@ -638,6 +649,21 @@ impl Config {
             .or(file.plugins_poll_interval_secs)
             .unwrap_or(defaults::PLUGINS_POLL_INTERVAL_SECS);
 
+        let otlp_endpoint = args
+            .otlp_endpoint
+            .clone()
+            .or(file.otlp_endpoint.clone())
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty());
+        if let Some(url) = &otlp_endpoint
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::new(
+                "--otlp-endpoint (WEFT_OTLP_ENDPOINT)",
+                "must be an http:// or https:// URL (the OTLP/HTTP collector)",
+            ));
+        }
+
         Ok(Config {
             http_addr,
             grpc_addr,
@@ -647,6 +673,8 @@ impl Config {
             insecure,
             check_migrations: args.check_migrations || file.check_migrations.unwrap_or(false),
             metrics_public: args.metrics_public || file.metrics_public.unwrap_or(false),
+            otlp_endpoint,
+            trace_flush_interval: Duration::from_millis(defaults::TRACE_FLUSH_MS),
             cors_origins,
             tokens,
             shutdown_timeout: Duration::from_secs(shutdown_timeout),
@@ -678,6 +706,8 @@ impl Config {
             insecure: false,
             check_migrations: false,
             metrics_public: false,
+            otlp_endpoint: None,
+            trace_flush_interval: Duration::from_millis(defaults::TRACE_FLUSH_MS),
             cors_origins: Vec::new(),
             tokens: Vec::new(),
             shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_SECS),

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod plugins;
 pub mod runs;
 pub mod telemetry;
+pub mod traces;
 
 pub use app::{AppError, Application};
 pub use config::{Config, ConfigError};

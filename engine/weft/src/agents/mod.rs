@@ -302,6 +302,7 @@ impl AgentRegistry {
                         .timeout
                         .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
                         .unwrap_or(0),
+                    traceparent: request.traceparent.clone(),
                 })),
             };
             if entry.outbound.try_send(Ok(message)).is_err() {

@@ -24,11 +24,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use weft_domain::DefinitionSpec;
-use weft_store::{Backend, Store, StoreError};
+use weft_store::{Backend, RunStatus, Store, StoreError};
 
 use runner::Runner;
 
 use crate::metrics::{Metrics, Tally};
+use crate::traces::Traces;
 
 /// Executor settings.
 #[derive(Debug, Clone)]
@@ -166,6 +167,7 @@ struct Shared {
     in_flight: InFlight,
     slots: Arc<Semaphore>,
     metrics: Metrics,
+    traces: Traces,
 }
 
 /// A handle on the executor. Cheap to clone.
@@ -182,6 +184,7 @@ impl Executor {
         definitions: DefinitionCache,
         options: ExecutorOptions,
         metrics: Metrics,
+        traces: Traces,
     ) -> Executor {
         let owner = format!("weft-{}-{}", std::process::id(), Uuid::new_v4().simple());
         let slots = Arc::new(Semaphore::new(options.max_concurrent_steps.max(1)));
@@ -196,6 +199,7 @@ impl Executor {
                 in_flight: InFlight::default(),
                 slots,
                 metrics,
+                traces,
             }),
         }
     }
@@ -283,6 +287,7 @@ impl Executor {
                     let tally = Tally::of(&run.definition_name, &changes, &steps);
                     tx.apply(changes).await?;
                     self.shared.metrics.record(tally);
+                    self.shared.traces.run_ended(&run, RunStatus::Cancelled);
                     self.interrupt_run(run_id);
                     tracing::info!(run_id = %run_id, reason, "run cancelled");
                 }

@@ -25,6 +25,8 @@ pub struct TaskRequest {
     pub context: StepContext,
     /// Per-attempt time-out from the step definition.
     pub timeout: Option<Duration>,
+    /// The W3C trace context of the attempt's span, when traces are exported.
+    pub traceparent: Option<String>,
 }
 
 /// What a runner reports.

@@ -90,6 +90,10 @@ async fn execute_inner(
         return Ok(());
     }
 
+    let span =
+        shared
+            .traces
+            .step_attempt(run.id, &row.step_id, row.attempt, step.step_type.as_str());
     let span_fields = (run.id, row.step_id.clone(), row.attempt);
     tracing::debug!(run_id = %span_fields.0, step_id = %span_fields.1, attempt = span_fields.2, kind = step.step_type.as_str(), from = claimed.claimed_from.as_str(), "step started");
 
@@ -135,8 +139,16 @@ async fn execute_inner(
     }
     let (runner, outcome) = match step.step_type {
         StepType::Task => {
-            let (runner, outcome) =
-                run_task(executor, &run, &row, &step, input.clone(), cancel).await;
+            let (runner, outcome) = run_task(
+                executor,
+                &run,
+                &row,
+                &step,
+                input.clone(),
+                span.traceparent(),
+                cancel,
+            )
+            .await;
             (runner, outcome)
         }
         StepType::Fork => ("engine", Outcome::Completed(json!({}))),
@@ -169,6 +181,11 @@ async fn execute_inner(
         ),
     };
     shared.metrics.step_attempt(runner, started.elapsed());
+    match &outcome {
+        Outcome::Completed(_) => span.end(runner, "completed", None),
+        Outcome::Failed(failure) => span.end(runner, "failed", Some(&failure.code)),
+        Outcome::Parked { .. } => span.end(runner, "parked", None),
+    }
     record(executor, &spec, &row, Some(input), runner, guard, outcome).await
 }
 
@@ -237,6 +254,7 @@ async fn record(
     if let Some(status) = finished_run {
         tracing::info!(run_id = %run.id, status = status.as_str(), "run finished");
         if status.is_terminal() {
+            shared.traces.run_ended(&run, status);
             executor.interrupt_run(run.id);
         }
         if matches!(status, RunStatus::Failed | RunStatus::Cancelled) {
@@ -272,6 +290,7 @@ async fn run_task(
     row: &weft_store::StepRecord,
     step: &StepDefinition,
     input: Value,
+    traceparent: Option<String>,
     cancel: CancellationToken,
 ) -> (&'static str, Outcome) {
     let Some(config) = &step.task_config else {
@@ -339,6 +358,7 @@ async fn run_task(
         }
     };
     let request = TaskRequest {
+        traceparent,
         task: config.task_definition_id.clone(),
         version,
         input,

@@ -14,4 +14,5 @@ mod metrics;
 mod plugins;
 mod runs;
 mod search;
+mod traces;
 mod validation;
