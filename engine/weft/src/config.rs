@@ -656,11 +656,12 @@ impl Config {
             .map(|u| u.trim().trim_end_matches('/').to_string())
             .filter(|u| !u.is_empty());
         if let Some(url) = &otlp_endpoint
-            && !(url.starts_with("http://") || url.starts_with("https://"))
+            && !url.starts_with("http://")
         {
             return Err(ConfigError::new(
                 "--otlp-endpoint (WEFT_OTLP_ENDPOINT)",
-                "must be an http:// or https:// URL (the OTLP/HTTP collector)",
+                "must be an http:// URL (the OTLP/HTTP collector, e.g. a local agent or \
+                 sidecar; TLS to the collector is not supported)",
             ));
         }
 
@@ -942,6 +943,29 @@ mod tests {
         })
         .expect("valid origin");
         assert_eq!(config.cors_origins, vec!["https://ui.example.com"]);
+    }
+
+    #[test]
+    fn otlp_endpoint_is_off_by_default_and_must_be_http() {
+        assert_eq!(
+            load(ServeArgs::default()).expect("defaults").otlp_endpoint,
+            None
+        );
+        let err = load(ServeArgs {
+            otlp_endpoint: Some("collector:4318".into()),
+            ..Default::default()
+        })
+        .expect_err("no scheme");
+        assert!(err.to_string().contains("--otlp-endpoint"), "{err}");
+        let config = load(ServeArgs {
+            otlp_endpoint: Some(" http://127.0.0.1:4318/ ".into()),
+            ..Default::default()
+        })
+        .expect("valid endpoint");
+        assert_eq!(
+            config.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318")
+        );
     }
 
     #[test]
