@@ -49,8 +49,8 @@ pub use records::{
 };
 pub use runs::{
     AttemptRecord, ClaimedStep, EventQuery, EventRecord, EventScope, LeaseGuard, NewEvent, NewRun,
-    NewStep, ParentRef, RunChanges, RunQuery, RunRecord, RunStatus, RunTransaction, RunUpdate,
-    ScopedEvent, SignalRecord, StepPhase, StepRecord, StepStatus, StepUpdate,
+    NewStep, ParentRef, QueueStats, RunChanges, RunQuery, RunRecord, RunStatus, RunTransaction,
+    RunUpdate, ScopedEvent, SignalRecord, StepPhase, StepRecord, StepStatus, StepUpdate,
 };
 
 /// The database engine behind a [`Store`].
@@ -197,6 +197,8 @@ pub trait Store: Send + Sync + 'static {
     async fn reset_executing(&self) -> Result<u64, StoreError>;
     /// The earliest `due_at` among not-done steps (for the dispatcher's timer).
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// The ready queue now: due steps no one has claimed (see [`QueueStats`]). For metrics.
+    async fn queue_stats(&self) -> Result<QueueStats, StoreError>;
     /// Lock one run for a transition (see [`RunTransaction`]). [`StoreError::NotFound`] if it
     /// does not exist.
     async fn begin_run(&self, run_id: Uuid) -> Result<Box<dyn RunTransaction>, StoreError>;

@@ -642,6 +642,10 @@ impl Store for PgStore {
         self.next_due_at_impl().await
     }
 
+    async fn queue_stats(&self) -> Result<crate::QueueStats, StoreError> {
+        self.queue_stats_impl().await
+    }
+
     async fn begin_run(&self, run_id: Uuid) -> Result<Box<dyn RunTransaction>, StoreError> {
         self.begin_run_impl(run_id).await
     }

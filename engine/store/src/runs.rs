@@ -222,6 +222,17 @@ pub struct ClaimedStep {
     pub claimed_from: StepPhase,
 }
 
+/// The ready queue at one instant ([`crate::Store::queue_stats`]): steps that are due and not
+/// claimed (phase `queued` or `waiting`, `due_at <= now`). Steps backing off before a retry, and
+/// parked steps whose timer has not fired, are not ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    /// How many steps are ready.
+    pub ready: u64,
+    /// The earliest `due_at` among them: how long the oldest has been waiting for a claim.
+    pub oldest_ready_at: Option<DateTime<Utc>>,
+}
+
 /// The guard of a step update: the claim that produced it. If the row no longer matches (the
 /// lease was lost and someone else claimed it), [`RunTransaction::apply`] fails with
 /// `StoreError::Stale` and changes nothing.

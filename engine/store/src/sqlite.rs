@@ -677,6 +677,10 @@ impl Store for SqliteStore {
         self.next_due_at_impl().await
     }
 
+    async fn queue_stats(&self) -> Result<crate::QueueStats, StoreError> {
+        self.queue_stats_impl().await
+    }
+
     async fn begin_run(&self, run_id: Uuid) -> Result<Box<dyn RunTransaction>, StoreError> {
         self.begin_run_impl(run_id).await
     }

@@ -27,8 +27,10 @@ use crate::executor::runner::{Runner, WasmRunner};
 use crate::executor::{DefinitionCache, Executor, ExecutorOptions};
 use crate::http::routes::ws::LiveState;
 use crate::http::{self, AppState, HttpOptions};
+use crate::metrics::Metrics;
 use crate::plugins::{PluginRegistry, RegistryOptions};
 use crate::runs::Runs;
+use crate::traces::Traces;
 use weft_runtime::{Runtime, RuntimeConfig};
 
 /// Largest gRPC message (an assignment's input or a result's output), in bytes.
@@ -75,6 +77,9 @@ pub enum AppError {
     /// The gRPC TLS configuration is unusable.
     #[error("gRPC TLS: {0}")]
     Tls(String),
+    /// The trace exporter could not start.
+    #[error("traces: {0}")]
+    Traces(String),
     /// The Wasm runtime could not start.
     #[error("Wasm runtime: {0}")]
     Runtime(weft_runtime::RuntimeError),
@@ -94,6 +99,7 @@ pub struct Application {
     /// Cancels the application's own background tasks.
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
+    traces: Traces,
 }
 
 impl Application {
@@ -142,6 +148,16 @@ impl Application {
         runtime_config.defaults = config.step_limits.clone();
         runtime_config.maxima = config.max_step_limits.clone();
         let runtime = Runtime::new(runtime_config, shutdown.clone()).map_err(AppError::Runtime)?;
+        let metrics = Metrics::new(Some(runtime.clone()));
+        let traces = match &config.otlp_endpoint {
+            Some(endpoint) => {
+                let traces = Traces::otlp(endpoint, config.trace_flush_interval)
+                    .map_err(|e| AppError::Traces(e.to_string()))?;
+                tracing::info!(endpoint = %endpoint, "exporting traces over OTLP/HTTP");
+                traces
+            }
+            None => Traces::off(),
+        };
         let plugins = PluginRegistry::start(
             runtime,
             store.clone(),
@@ -155,12 +171,12 @@ impl Application {
         .map_err(db_error)?;
         tasks.spawn(plugins.clone().watch_directory(shutdown.clone()));
 
-        let agents = AgentRegistry::new(config.agent_heartbeat);
+        let agents = AgentRegistry::new(config.agent_heartbeat, metrics.clone());
         tasks.spawn(agents.clone().sweep(shutdown.clone()));
         let executor = Executor::new(
             store.clone(),
             vec![
-                Arc::new(WasmRunner::new(plugins.clone())) as Arc<dyn Runner>,
+                Arc::new(WasmRunner::new(plugins.clone(), metrics.clone())) as Arc<dyn Runner>,
                 Arc::new(AgentRunner::new(agents.clone())) as Arc<dyn Runner>,
             ],
             DefinitionCache::new(store.clone()),
@@ -171,6 +187,8 @@ impl Application {
                 schedule_timeout: config.schedule_timeout,
                 ..ExecutorOptions::default()
             },
+            metrics.clone(),
+            traces.clone(),
         );
         executor
             .start(&mut tasks, shutdown.clone())
@@ -199,6 +217,7 @@ impl Application {
                 options: config.live,
                 shutdown: shutdown.clone(),
             },
+            metrics,
         };
 
         // gRPC: the agent service.
@@ -267,6 +286,7 @@ impl Application {
                 max_body_bytes: config.max_body_bytes,
                 cors_origins: config.cors_origins.clone(),
                 max_plugin_bytes: config.plugin_max_bytes,
+                metrics_public: config.metrics_public,
             },
         );
         let listener = TcpListener::bind(config.http_addr)
@@ -288,6 +308,7 @@ impl Application {
             shutdown_timeout: config.shutdown_timeout,
             shutdown,
             tasks,
+            traces,
         })
     }
 
@@ -347,6 +368,7 @@ impl Application {
             self.tasks.abort_all();
         }
         self.store.close().await;
+        self.traces.shutdown().await;
         tracing::info!("stopped");
         match result {
             Ok(Ok(())) => Ok(()),

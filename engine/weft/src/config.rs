@@ -56,6 +56,8 @@ pub mod defaults {
     pub const WS_SEND_TIMEOUT_MS: u64 = 10_000;
     /// Milliseconds between looks at the event log for new events.
     pub const EVENTS_POLL_MS: u64 = 50;
+    /// Longest time a finished span waits before it is exported.
+    pub const TRACE_FLUSH_MS: u64 = 5_000;
 }
 
 /// Flags of `weft serve`. Every flag also reads a `WEFT_*` environment variable.
@@ -85,6 +87,14 @@ pub struct ServeArgs {
     /// Do not apply migrations; only check that the schema is current (exit non-zero if not).
     #[arg(long, env = "WEFT_CHECK_MIGRATIONS")]
     pub check_migrations: bool,
+    /// Serve GET /metrics without a token even when API tokens are configured (by default it
+    /// needs a `read` token then).
+    #[arg(long, env = "WEFT_METRICS_PUBLIC")]
+    pub metrics_public: bool,
+    /// Export traces (a span per run and per step attempt) to this OTLP/HTTP collector, e.g.
+    /// http://127.0.0.1:4318 (spans are POSTed to /v1/traces). Off by default.
+    #[arg(long, env = "WEFT_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// Allowed CORS origins, comma-separated (e.g. https://ui.example.com). CORS is off without.
     #[arg(
         long = "cors-origin",
@@ -176,6 +186,8 @@ struct FileConfig {
     plugins_dir: Option<PathBuf>,
     insecure: Option<bool>,
     check_migrations: Option<bool>,
+    metrics_public: Option<bool>,
+    otlp_endpoint: Option<String>,
     shutdown_timeout_secs: Option<u64>,
     db_connect_timeout_secs: Option<u64>,
     max_body_bytes: Option<usize>,
@@ -270,6 +282,12 @@ pub struct Config {
     pub insecure: bool,
     /// Check migrations instead of applying them.
     pub check_migrations: bool,
+    /// `/metrics` needs no token.
+    pub metrics_public: bool,
+    /// The OTLP/HTTP collector traces go to; `None`: traces are off.
+    pub otlp_endpoint: Option<String>,
+    /// Longest time a finished span waits before it is exported.
+    pub trace_flush_interval: Duration,
     /// CORS origin allowlist; empty means CORS is off.
     pub cors_origins: Vec<String>,
     /// API tokens from the configuration (admin bootstrap token included).
@@ -672,6 +690,22 @@ impl Config {
             .or(file.plugins_poll_interval_secs)
             .unwrap_or(defaults::PLUGINS_POLL_INTERVAL_SECS);
 
+        let otlp_endpoint = args
+            .otlp_endpoint
+            .clone()
+            .or(file.otlp_endpoint.clone())
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty());
+        if let Some(url) = &otlp_endpoint
+            && !url.starts_with("http://")
+        {
+            return Err(ConfigError::new(
+                "--otlp-endpoint (WEFT_OTLP_ENDPOINT)",
+                "must be an http:// URL (the OTLP/HTTP collector, e.g. a local agent or \
+                 sidecar; TLS to the collector is not supported)",
+            ));
+        }
+
         Ok(Config {
             http_addr,
             grpc_addr,
@@ -680,6 +714,9 @@ impl Config {
             plugins_dir,
             insecure,
             check_migrations: args.check_migrations || file.check_migrations.unwrap_or(false),
+            metrics_public: args.metrics_public || file.metrics_public.unwrap_or(false),
+            otlp_endpoint,
+            trace_flush_interval: Duration::from_millis(defaults::TRACE_FLUSH_MS),
             cors_origins,
             tokens,
             shutdown_timeout: Duration::from_secs(shutdown_timeout),
@@ -711,6 +748,9 @@ impl Config {
             plugins_dir: None,
             insecure: false,
             check_migrations: false,
+            metrics_public: false,
+            otlp_endpoint: None,
+            trace_flush_interval: Duration::from_millis(defaults::TRACE_FLUSH_MS),
             cors_origins: Vec::new(),
             tokens: Vec::new(),
             shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_SECS),
@@ -1001,6 +1041,29 @@ mod tests {
         })
         .expect("valid origin");
         assert_eq!(config.cors_origins, vec!["https://ui.example.com"]);
+    }
+
+    #[test]
+    fn otlp_endpoint_is_off_by_default_and_must_be_http() {
+        assert_eq!(
+            load(ServeArgs::default()).expect("defaults").otlp_endpoint,
+            None
+        );
+        let err = load(ServeArgs {
+            otlp_endpoint: Some("collector:4318".into()),
+            ..Default::default()
+        })
+        .expect_err("no scheme");
+        assert!(err.to_string().contains("--otlp-endpoint"), "{err}");
+        let config = load(ServeArgs {
+            otlp_endpoint: Some(" http://127.0.0.1:4318/ ".into()),
+            ..Default::default()
+        })
+        .expect("valid endpoint");
+        assert_eq!(
+            config.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318")
+        );
     }
 
     #[test]

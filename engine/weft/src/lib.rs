@@ -15,9 +15,11 @@ pub mod events;
 pub mod executor;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod plugins;
 pub mod runs;
 pub mod telemetry;
+pub mod traces;
 
 pub use app::{AppError, Application};
 pub use config::{Config, ConfigError};

@@ -174,6 +174,7 @@ impl Runs {
         ];
         let (record, created) = self.store.create_run(run, events).await?;
         if created {
+            self.executor.metrics().run_started(&record.definition_name);
             tracing::info!(run_id = %record.id, definition = %record.definition_name, version = %record.definition_version, "run started");
             self.executor.notify();
         }
@@ -272,7 +273,9 @@ impl Runs {
             steps: &steps,
         };
         let changes = plan::retry_run(&view, Utc::now());
+        let tally = crate::metrics::Tally::of(&run.definition_name, &changes, &steps);
         tx.apply(changes).await?;
+        self.executor.metrics().record(tally);
         tracing::info!(run_id = %id, "run retried");
         self.executor.notify();
         self.get(id).await

@@ -22,6 +22,7 @@ struct Inner {
     run_id: String,
     step_id: String,
     attempt: u32,
+    traceparent: Option<String>,
     cancel: CancellationToken,
     /// The current stream's progress queue; `None` for a detached context.
     progress: Option<mpsc::Sender<AgentMessage>>,
@@ -33,6 +34,7 @@ impl TaskContext {
         run_id: String,
         step_id: String,
         attempt: u32,
+        traceparent: Option<String>,
         cancel: CancellationToken,
         progress: mpsc::Sender<AgentMessage>,
     ) -> Self {
@@ -42,6 +44,7 @@ impl TaskContext {
                 run_id,
                 step_id,
                 attempt,
+                traceparent,
                 cancel,
                 progress: Some(progress),
             }),
@@ -62,6 +65,7 @@ impl TaskContext {
                 run_id: run_id.into(),
                 step_id: step_id.into(),
                 attempt,
+                traceparent: None,
                 cancel: cancel.clone(),
                 progress: None,
             }),
@@ -85,6 +89,12 @@ impl TaskContext {
     /// Which attempt this is, starting at 1.
     pub fn attempt(&self) -> u32 {
         self.inner.attempt
+    }
+
+    /// The W3C `traceparent` of the engine's span for this attempt (`00-<trace id>-<span
+    /// id>-<flags>`), when the engine exports traces: parent your own spans to it.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.inner.traceparent.as_deref()
     }
 
     /// Tell the engine how far the task is: `fraction` from 0.0 to 1.0 (clamped), and a short
@@ -206,6 +216,7 @@ mod tests {
             "run".into(),
             "step".into(),
             2,
+            Some("00-0190a5b27c3d7e4f8a1b2c3d4e5f6071-8a1b2c3d4e5f6071-01".into()),
             CancellationToken::new(),
             tx,
         );

@@ -327,6 +327,7 @@ impl<'a> Session<'a> {
             step_id,
             attempt,
             timeout_ms,
+            traceparent,
         } = assignment;
         let span = tracing::info_span!(
             "assignment",
@@ -364,6 +365,7 @@ impl<'a> Session<'a> {
             run_id,
             step_id,
             attempt,
+            traceparent,
             stopper.token(),
             self.progress.clone(),
         );

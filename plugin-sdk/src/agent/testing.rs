@@ -198,6 +198,7 @@ pub fn assignment(id: &str, task: &str, input: serde_json::Value) -> Assignment 
         step_id: "step-1".to_owned(),
         attempt: 1,
         timeout_ms: 0,
+        traceparent: None,
     }
 }
 

@@ -769,6 +769,22 @@ impl SqliteStore {
         .map_err(StoreError::from_sqlx)
     }
 
+    pub(super) async fn queue_stats_impl(&self) -> Result<crate::QueueStats, StoreError> {
+        let (ready, oldest_ready_at): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(due_at) FROM step_runs \
+             WHERE phase IN ('queued', 'waiting') AND due_at <= ?",
+        )
+        .bind(encode_time(&now()))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        Ok(crate::QueueStats {
+            ready: u64::try_from(ready)
+                .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))?,
+            oldest_ready_at,
+        })
+    }
+
     pub(super) async fn begin_run_impl(
         &self,
         run_id: Uuid,

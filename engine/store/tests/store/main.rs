@@ -7,6 +7,7 @@ mod connecting;
 mod definitions;
 mod filters;
 mod plugins;
+mod queue;
 mod runs;
 mod tokens;
 mod transitions;

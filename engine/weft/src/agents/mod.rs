@@ -26,6 +26,7 @@ use weft_proto::agent::{
 
 use crate::executor::plan::Failure;
 use crate::executor::runner::{Runner, TaskRequest, TaskResult as RunnerResult};
+use crate::metrics::Metrics;
 
 /// The outbound half of an agent's stream.
 pub type Outbound = mpsc::Sender<Result<EngineMessage, Status>>;
@@ -120,16 +121,19 @@ pub struct AgentRegistry {
     changed: Notify,
     heartbeat: Duration,
     changes: tokio::sync::broadcast::Sender<AgentChange>,
+    metrics: Metrics,
 }
 
 impl AgentRegistry {
-    /// An empty registry; agents heartbeat every `heartbeat`.
-    pub fn new(heartbeat: Duration) -> Arc<AgentRegistry> {
+    /// An empty registry; agents heartbeat every `heartbeat`. Connections are counted in
+    /// `metrics`.
+    pub fn new(heartbeat: Duration, metrics: Metrics) -> Arc<AgentRegistry> {
         Arc::new(AgentRegistry {
             agents: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             heartbeat,
             changes: tokio::sync::broadcast::channel(CHANGES_BUFFER).0,
+            metrics,
         })
     }
 
@@ -213,6 +217,7 @@ impl AgentRegistry {
         };
         let view = entry.view.clone();
         self.lock().insert(id, entry);
+        self.metrics.agent_connected();
         self.changed.notify_waiters();
         // No listener is not an error.
         let _ = self.changes.send(AgentChange {
@@ -235,6 +240,7 @@ impl AgentRegistry {
     pub fn disconnect(&self, agent: Uuid, reason: &str) {
         let entry = self.lock().remove(&agent);
         if let Some(entry) = entry {
+            self.metrics.agent_disconnected();
             tracing::info!(agent_id = %agent, agent = %entry.view.name, reason, lost = entry.pending.len(), "agent disconnected");
             // Close the agent's stream (if it is still open) so it reconnects.
             let _ = entry
@@ -326,6 +332,7 @@ impl AgentRegistry {
                         .timeout
                         .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
                         .unwrap_or(0),
+                    traceparent: request.traceparent.clone(),
                 })),
             };
             if entry.outbound.try_send(Ok(message)).is_err() {

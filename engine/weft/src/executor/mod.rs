@@ -24,9 +24,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use weft_domain::DefinitionSpec;
-use weft_store::{Backend, Store, StoreError};
+use weft_store::{Backend, RunStatus, Store, StoreError};
 
 use runner::Runner;
+
+use crate::metrics::{Metrics, Tally};
+use crate::traces::Traces;
 
 /// Executor settings.
 #[derive(Debug, Clone)]
@@ -163,6 +166,8 @@ struct Shared {
     wake: Notify,
     in_flight: InFlight,
     slots: Arc<Semaphore>,
+    metrics: Metrics,
+    traces: Traces,
 }
 
 /// A handle on the executor. Cheap to clone.
@@ -178,6 +183,8 @@ impl Executor {
         runners: Vec<Arc<dyn Runner>>,
         definitions: DefinitionCache,
         options: ExecutorOptions,
+        metrics: Metrics,
+        traces: Traces,
     ) -> Executor {
         let owner = format!("weft-{}-{}", std::process::id(), Uuid::new_v4().simple());
         let slots = Arc::new(Semaphore::new(options.max_concurrent_steps.max(1)));
@@ -191,6 +198,8 @@ impl Executor {
                 wake: Notify::new(),
                 in_flight: InFlight::default(),
                 slots,
+                metrics,
+                traces,
             }),
         }
     }
@@ -237,6 +246,11 @@ impl Executor {
         &self.shared.definitions
     }
 
+    /// The application's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
     /// Cancel run `id` (unless it already ended) and every unfinished run below it. With
     /// `include_root = false` only the descendants are cancelled (the root ended by itself).
     pub async fn cancel_tree(
@@ -270,7 +284,10 @@ impl Executor {
                     if run_id != id {
                         changes.wake.clear();
                     }
+                    let tally = Tally::of(&run.definition_name, &changes, &steps);
                     tx.apply(changes).await?;
+                    self.shared.metrics.record(tally);
+                    self.shared.traces.run_ended(&run, RunStatus::Cancelled);
                     self.interrupt_run(run_id);
                     tracing::info!(run_id = %run_id, reason, "run cancelled");
                 }

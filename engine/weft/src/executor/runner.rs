@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use weft_runtime::StepContext;
 
 use super::plan::Failure;
+use crate::metrics::Metrics;
 use crate::plugins::{PluginLimits, PluginRegistry};
 
 /// One task to run.
@@ -24,6 +25,8 @@ pub struct TaskRequest {
     pub context: StepContext,
     /// Per-attempt time-out from the step definition.
     pub timeout: Option<Duration>,
+    /// The W3C trace context of the attempt's span, when traces are exported.
+    pub traceparent: Option<String>,
 }
 
 /// What a runner reports.
@@ -43,12 +46,13 @@ pub trait Runner: Send + Sync + 'static {
 /// Runs task steps as Wasm plugins from the registry.
 pub struct WasmRunner {
     plugins: PluginRegistry,
+    metrics: Metrics,
 }
 
 impl WasmRunner {
-    /// Over the plugin registry.
-    pub fn new(plugins: PluginRegistry) -> Self {
-        Self { plugins }
+    /// Over the plugin registry; each invocation's fuel and memory go to `metrics`.
+    pub fn new(plugins: PluginRegistry, metrics: Metrics) -> Self {
+        Self { plugins, metrics }
     }
 }
 
@@ -94,6 +98,8 @@ impl Runner for WasmRunner {
                 message: e.to_string(),
                 retryable: true,
             })?;
+        self.metrics
+            .wasm_invocation(&info.name, report.fuel_used, report.peak_memory_bytes);
         match (report.output, report.error) {
             (Some(output), None) => Ok(output),
             (_, Some(error)) => Err(Failure {

@@ -2,7 +2,7 @@
 //! engine for the others), then record it with [`plan::step_outcome`] in one transaction.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::{Map, Value, json};
@@ -19,6 +19,7 @@ use weft_store::{
 use super::plan::{self, Claimed, Failure, Outcome, RunView};
 use super::runner::TaskRequest;
 use super::{Executor, ExecutorError};
+use crate::metrics::Tally;
 
 /// Execute `claimed` and record the outcome. Errors are logged: the step's lease expires and it
 /// runs again.
@@ -42,6 +43,7 @@ async fn execute_inner(
     claimed: ClaimedStep,
     cancel: CancellationToken,
 ) -> Result<(), ExecutorError> {
+    let started = Instant::now();
     let shared = &executor.shared;
     let row = claimed.step.clone();
     let guard = LeaseGuard {
@@ -82,10 +84,16 @@ async fn execute_inner(
         {
             changes.step_updates.push(plan::cancelled(current));
         }
+        let tally = Tally::of(&run.definition_name, &changes, &steps);
         tx.apply(changes).await?;
+        shared.metrics.record(tally);
         return Ok(());
     }
 
+    let span =
+        shared
+            .traces
+            .step_attempt(run.id, &row.step_id, row.attempt, step.step_type.as_str());
     let span_fields = (run.id, row.step_id.clone(), row.attempt);
     tracing::debug!(run_id = %span_fields.0, step_id = %span_fields.1, attempt = span_fields.2, kind = step.step_type.as_str(), from = claimed.claimed_from.as_str(), "step started");
 
@@ -131,8 +139,16 @@ async fn execute_inner(
     }
     let (runner, outcome) = match step.step_type {
         StepType::Task => {
-            let (runner, outcome) =
-                run_task(executor, &run, &row, &step, input.clone(), cancel).await;
+            let (runner, outcome) = run_task(
+                executor,
+                &run,
+                &row,
+                &step,
+                input.clone(),
+                span.traceparent(),
+                cancel,
+            )
+            .await;
             (runner, outcome)
         }
         StepType::Fork => ("engine", Outcome::Completed(json!({}))),
@@ -164,6 +180,12 @@ async fn execute_inner(
             sub_workflow(executor, &run, &row, &step, input.clone(), now).await?,
         ),
     };
+    shared.metrics.step_attempt(runner, started.elapsed());
+    match &outcome {
+        Outcome::Completed(_) => span.end(runner, "completed", None),
+        Outcome::Failed(failure) => span.end(runner, "failed", Some(&failure.code)),
+        Outcome::Parked { .. } => span.end(runner, "parked", None),
+    }
     record(executor, &spec, &row, Some(input), runner, guard, outcome).await
 }
 
@@ -226,10 +248,13 @@ async fn record(
     );
     changes.consume_signals.extend(consumed);
     let finished_run = changes.run.as_ref().map(|r| r.status);
+    let tally = Tally::of(&run.definition_name, &changes, &steps);
     tx.apply(changes).await?;
+    shared.metrics.record(tally);
     if let Some(status) = finished_run {
         tracing::info!(run_id = %run.id, status = status.as_str(), "run finished");
         if status.is_terminal() {
+            shared.traces.run_ended(&run, status);
             executor.interrupt_run(run.id);
         }
         if matches!(status, RunStatus::Failed | RunStatus::Cancelled) {
@@ -265,6 +290,7 @@ async fn run_task(
     row: &weft_store::StepRecord,
     step: &StepDefinition,
     input: Value,
+    traceparent: Option<String>,
     cancel: CancellationToken,
 ) -> (&'static str, Outcome) {
     let Some(config) = &step.task_config else {
@@ -332,6 +358,7 @@ async fn run_task(
         }
     };
     let request = TaskRequest {
+        traceparent,
         task: config.task_definition_id.clone(),
         version,
         input,

@@ -24,6 +24,7 @@ use weft_store::Store;
 use crate::agents::AgentRegistry;
 use crate::auth::{AuthError, Authenticator, Role};
 use crate::definitions::Definitions;
+use crate::metrics::Metrics;
 use crate::plugins::PluginRegistry;
 use crate::runs::Runs;
 pub use error::ApiError;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub agents: Arc<AgentRegistry>,
     /// The live event stream (`/ws`).
     pub live: routes::ws::LiveState,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: Metrics,
 }
 
 /// HTTP settings taken from the configuration.
@@ -56,6 +59,8 @@ pub struct HttpOptions {
     pub cors_origins: Vec<String>,
     /// Largest accepted plugin upload.
     pub max_plugin_bytes: usize,
+    /// Serve `/metrics` without a token even when tokens are configured.
+    pub metrics_public: bool,
 }
 
 /// Build the whole router.
@@ -65,14 +70,20 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
 
+    let mut metrics = routes::metrics();
+    if !options.metrics_public {
+        metrics = metrics.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    }
+
     let request_id = HeaderName::from_static("x-request-id");
     let mut router = Router::new()
         .merge(routes::health())
+        .merge(metrics)
         .nest("/api/v1", api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
-        .with_state(state)
+        .with_state(state.clone())
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal(&"a request handler panicked").into_response()
         }))
@@ -86,6 +97,10 @@ pub fn router(state: AppState, options: &HttpOptions) -> Router {
                 )
             }),
         )
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
     if let Some(cors) = cors_layer(&options.cors_origins) {
@@ -196,6 +211,16 @@ fn query_token(query: Option<&str>) -> Option<String> {
         let (key, value) = pair.split_once('=')?;
         (key == "access_token" && !value.is_empty()).then(|| value.to_string())
     })
+}
+
+/// Count every answered request in `weft_http_requests_total`.
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .http_request(&method, response.status().as_u16());
+    response
 }
 
 async fn not_found(request: Request) -> ApiError {

@@ -3,6 +3,7 @@
 mod agents;
 mod definitions;
 mod health;
+mod metrics;
 mod plugins;
 mod runs;
 mod tokens;
@@ -26,4 +27,9 @@ pub fn api(options: &HttpOptions) -> Router<AppState> {
 /// `/healthz` and `/readyz` (never authenticated).
 pub fn health() -> Router<AppState> {
     health::routes()
+}
+
+/// `/metrics` (the caller decides on authentication).
+pub fn metrics() -> Router<AppState> {
+    metrics::routes()
 }

@@ -79,7 +79,10 @@ async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Respons
         _ => Format::Json,
     };
     let live = state.live.clone();
+    let metrics = state.metrics.clone();
     ws.on_upgrade(move |socket| async move {
+        // Counted in `weft_websocket_clients` while the socket lives.
+        let _counted = metrics.websocket_connected();
         let id = Uuid::now_v7();
         tracing::debug!(socket_id = %id, ?format, "WebSocket client connected");
         let reason = Connection::new(socket, live, format).serve().await;
