@@ -10,6 +10,7 @@ mod errors;
 mod grpc_client;
 mod health;
 mod languages;
+mod openapi;
 mod plugins;
 mod runs;
 mod search;
