@@ -24,7 +24,7 @@ use weft_runtime::{
 use weft_store::{NewPlugin, PluginRecord, Store, StoreError};
 
 /// Where a plugin came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum PluginSource {
     /// Uploaded through the API; stored in the database.
@@ -37,7 +37,7 @@ pub enum PluginSource {
 }
 
 /// Per-plugin limits; unset fields take the server defaults. All are clamped to the server maxima.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PluginLimits {
     /// Linear memory cap, bytes.
@@ -85,7 +85,7 @@ impl PluginLimits {
 }
 
 /// What the API shows of a plugin version.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PluginInfo {
     /// Name, as the plugin describes itself.
@@ -166,7 +166,7 @@ pub enum PluginError {
 }
 
 /// What a directory (re)load did.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReloadReport {
     /// Newly loaded `name@version`.
@@ -180,7 +180,7 @@ pub struct ReloadReport {
 }
 
 /// A plugin file that could not be loaded.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailedFile {
     /// The file.
@@ -192,7 +192,7 @@ pub struct FailedFile {
 }
 
 /// The outcome of one invocation, as the invoke endpoint reports it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InvokeReport {
     /// `completed` or `failed`.
@@ -215,7 +215,7 @@ pub struct InvokeReport {
 }
 
 /// A failed step: the plugin's own error, or a limit the sandbox enforced.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StepFailure {
     /// `plugin` (the step's own error) or `sandbox` (a limit or trap).

@@ -25,7 +25,7 @@ pub enum Binding {
 
 /// Where a `taskOutput` binding reads: the output of step `task_id`, then its field `output_key`
 /// (if given), then the JSON Pointer `path` into that (if given).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskOutputRef {
     /// The `stepDefinitionId` of the step whose output is read.
@@ -105,6 +105,63 @@ impl Serialize for Binding {
         s.end()
     }
 }
+
+/// The wire format as a schema: one object shape per binding type (`workflow` is the Go
+/// engine's name of `workflowInput`).
+impl utoipa::PartialSchema for Binding {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, SchemaType, Type};
+        let variant = |kinds: &[&str], value: utoipa::openapi::RefOr<_>, description: &str| {
+            ObjectBuilder::new()
+                .description(Some(description))
+                .property(
+                    "type",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(kinds.iter().copied())),
+                )
+                .required("type")
+                .property("value", value)
+                .required("value")
+        };
+        let string = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(description))
+                .into()
+        };
+        OneOfBuilder::new()
+            .description(Some(
+                "How a value is computed at run time: `{\"type\": ..., \"value\": ...}`.",
+            ))
+            .item(variant(
+                &["constant"],
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::AnyValue)
+                    .description(Some("The value, verbatim."))
+                    .into(),
+                "A constant value.",
+            ))
+            .item(variant(
+                &["workflowInput", "workflow"],
+                string("The name of a run input field."),
+                "A field of the run input (`null` when absent).",
+            ))
+            .item(variant(
+                &["taskOutput"],
+                <TaskOutputRef as utoipa::PartialSchema>::schema(),
+                "A part of an earlier step's output.",
+            ))
+            .item(variant(
+                &["expression"],
+                string("A CEL expression over `input` and `steps`."),
+                "A CEL expression.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Binding {}
 
 /// Marks a deserialisation error raised here, so that [`super::structural_issue`] can report it
 /// with the code `invalid_binding` and the pointer of the field inside the binding.

@@ -23,7 +23,7 @@ use crate::pointer::Pointer;
 use crate::validation::{Issue, codes, validate};
 
 /// A workflow definition's body: its parameters and its steps. The entry step is `steps[0]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DefinitionSpec {
     /// The definition's name (trimmed, non-empty, at most 255 characters).
@@ -37,6 +37,7 @@ pub struct DefinitionSpec {
         deserialize_with = "null_as_default",
         skip_serializing_if = "Vec::is_empty"
     )]
+    #[schema(nullable)]
     pub input_parameters: Vec<ParameterDefinition>,
     /// The run output fields and how each is computed.
     #[serde(
@@ -44,11 +45,13 @@ pub struct DefinitionSpec {
         deserialize_with = "null_as_default",
         skip_serializing_if = "Vec::is_empty"
     )]
+    #[schema(nullable)]
     pub output_parameters: Vec<OutputParameterDefinition>,
     /// The steps; the first one is the entry.
     pub steps: Vec<StepDefinition>,
     /// Free-form data for tools.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
     /// Weft: deadline of a whole run, in seconds (> 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use super::Binding;
 
 /// A declared run input field (`inputParameters[]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ParameterDefinition {
     /// The input field name; unique among the input parameters.
@@ -25,6 +25,7 @@ pub struct ParameterDefinition {
     pub description: Option<String>,
     /// Free-form data for tools.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
     /// Weft: a JSON Schema the value must satisfy (a JSON object or boolean).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,7 +40,7 @@ impl ParameterDefinition {
 }
 
 /// A declared run output field (`outputParameters[]`), computed when the run completes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OutputParameterDefinition {
     /// The output field name; unique among the output parameters.

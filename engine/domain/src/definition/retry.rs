@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// When and how often a failed step attempt is retried (Weft's `retryPolicy`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetryPolicy {
     /// Attempts in total, the first included (≥ 1; 1 = no retry).

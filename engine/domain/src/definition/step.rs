@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::{Binding, RetryPolicy, null_as_default};
 
 /// One step of a definition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StepDefinition {
     /// The step's id, unique within the definition; edges name steps by it.
@@ -25,9 +25,11 @@ pub struct StepDefinition {
         deserialize_with = "null_as_default",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
+    #[schema(nullable)]
     pub parameters: BTreeMap<String, Binding>,
     /// Free-form data for tools.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
     /// What the step does; selects which config applies.
     #[serde(rename = "type")]
@@ -122,7 +124,19 @@ impl StepDefinition {
 }
 
 /// What a step does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum StepType {
     /// Runs a task (a plugin or an agent's task).
@@ -166,7 +180,7 @@ impl StepType {
 }
 
 /// Where a task runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Runner {
     /// In the engine, as a Wasm plugin.
@@ -176,7 +190,7 @@ pub enum Runner {
 }
 
 /// `taskConfig`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskConfig {
     /// The task to run (a plugin or agent task name).
@@ -193,7 +207,7 @@ pub struct TaskConfig {
 }
 
 /// `forkConfig`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ForkConfig {
     /// The join step that closes this fork (empty if missing; reported by validation).
@@ -204,7 +218,7 @@ pub struct ForkConfig {
 }
 
 /// A branch of a fork.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Branch {
     /// Display name.
@@ -218,7 +232,7 @@ pub struct Branch {
 }
 
 /// `joinConfig`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JoinConfig {
     /// The steps (branch tails) the join waits for (≥ 1, no duplicates).
@@ -229,7 +243,7 @@ pub struct JoinConfig {
 }
 
 /// `waitConfig`: wait for a duration, or (Weft) for a named signal.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WaitConfig {
     /// How long to wait, in seconds (a binding: constant or computed).
@@ -247,7 +261,7 @@ pub struct WaitConfig {
 }
 
 /// `decisionConfig`: the first case whose condition holds is taken.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DecisionConfig {
     /// The join step that closes this decision (empty if missing; reported by validation).
@@ -261,7 +275,7 @@ pub struct DecisionConfig {
 }
 
 /// A case of a decision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DecisionCase {
     /// Display name.
@@ -277,7 +291,7 @@ pub struct DecisionCase {
 }
 
 /// `workflowConfig`: run another definition, named by id (Go) or by name (Weft).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkflowConfig {
     /// The child definition's id (Go engine); exclusive with `workflowName`.

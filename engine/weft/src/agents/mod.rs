@@ -39,7 +39,7 @@ enum AgentOutcome {
 }
 
 /// A task an agent registered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskView {
     /// Task name.
@@ -55,7 +55,7 @@ pub struct TaskView {
 }
 
 /// A connected agent, as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentView {
     /// Assigned by the engine at connection.

@@ -11,6 +11,43 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 
+/// The error body, as the OpenAPI document describes it (the same shape [`ApiError`] writes).
+#[derive(utoipa::ToSchema)]
+#[schema(as = Error)]
+#[expect(dead_code, reason = "a schema only: ApiError writes this shape")]
+pub struct ErrorBody {
+    error: ErrorInfo,
+}
+
+/// What went wrong.
+#[derive(utoipa::ToSchema)]
+#[expect(dead_code, reason = "a schema only: ApiError writes this shape")]
+pub struct ErrorInfo {
+    /// Stable, snake_case; clients branch on it (`not_found`, `validation_failed`,
+    /// `unauthorized`, `forbidden`, `conflict`, `immutable`, `invalid_json`, ...).
+    #[schema(example = "not_found")]
+    code: String,
+    /// For people.
+    message: String,
+    /// Every problem found (validation issues with the JSON Pointer of the field at fault);
+    /// absent when there is none.
+    #[schema(required = false)]
+    details: Vec<ErrorDetail>,
+}
+
+/// One problem of a request.
+#[derive(utoipa::ToSchema)]
+#[expect(dead_code, reason = "a schema only: ApiError writes this shape")]
+pub struct ErrorDetail {
+    /// JSON Pointer of the field at fault (`""` for the whole body), when the problem has one.
+    #[schema(required = false)]
+    path: String,
+    /// Stable, snake_case kind of problem.
+    code: String,
+    /// For people.
+    message: String,
+}
+
 /// An error answered to an HTTP client.
 #[derive(Debug)]
 pub struct ApiError {

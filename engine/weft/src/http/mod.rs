@@ -2,23 +2,27 @@
 //!
 //! This module translates between HTTP and the services; it holds no business rules. Every error
 //! leaves as [`ApiError`] JSON, including unknown routes (404), wrong methods (405), oversized
-//! bodies (413) and panics (500).
+//! bodies (413) and panics (500). The OpenAPI document is generated from the routes (see
+//! [`openapi`]).
 
 pub mod error;
+pub mod openapi;
 pub mod routes;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 use weft_store::Store;
 
 use crate::agents::AgentRegistry;
@@ -65,23 +69,26 @@ pub struct HttpOptions {
 
 /// Build the whole router.
 pub fn router(state: AppState, options: &HttpOptions) -> Router {
+    // The OpenAPI document and its page are merged after the token layer: they are public.
     let api = routes::api(options)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
-
+        .merge(openapi::routes());
     let mut metrics = routes::metrics();
     if !options.metrics_public {
         metrics = metrics.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     }
-
-    let request_id = HeaderName::from_static("x-request-id");
-    let mut router = Router::new()
+    let (routes, document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(routes::health())
         .merge(metrics)
         .nest("/api/v1", api)
+        .split_for_parts();
+    let published = Arc::new(openapi::Published::new(&openapi::finish(document)));
+
+    let request_id = HeaderName::from_static("x-request-id");
+    let mut router = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(published))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .with_state(state.clone())
         .layer(CatchPanicLayer::custom(|_| {

@@ -11,6 +11,7 @@ mod grpc_client;
 mod health;
 mod languages;
 mod metrics;
+mod openapi;
 mod plugins;
 mod runs;
 mod search;

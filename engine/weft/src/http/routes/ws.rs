@@ -14,11 +14,10 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
-use axum::routing::get;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use prost::Message as _;
 use serde::Deserialize;
@@ -33,7 +32,10 @@ use weft_store::{EventQuery, EventScope};
 use crate::agents::AgentChange;
 use crate::config::LiveOptions;
 use crate::events::{EventHub, LiveEvent, LogEvent};
-use crate::http::AppState;
+use crate::http::error::ErrorBody;
+use crate::http::{ApiError, AppState};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The JSON subprotocol (the default).
 pub const JSON_PROTOCOL: &str = "weft.v1.json";
@@ -65,11 +67,42 @@ pub struct LiveState {
     pub shutdown: CancellationToken,
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/ws", get(upgrade))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(upgrade))
 }
 
-async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+/// Live events over WebSocket: subscribe to all runs, one definition's runs, one run or
+/// agents, and receive every event of the log (resumable by `seq`). See README, "Live events".
+#[utoipa::path(
+    get,
+    path = "/ws",
+    operation_id = "liveEvents",
+    tag = "runs",
+    responses(
+        (status = 101, description = "Switching to WebSocket (subprotocol `weft.v1.json`, the \
+            default, or `weft.v1.protobuf`)"),
+        (status = 400, description = "Not a WebSocket upgrade request", body = ErrorBody),
+        (status = 426, description = "The connection cannot be upgraded", body = ErrorBody),
+    )
+)]
+async fn upgrade(
+    State(state): State<AppState>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return ApiError::new(
+                rejection.status(),
+                "websocket_upgrade_required",
+                format!(
+                    "this endpoint speaks WebSocket only: {}",
+                    rejection.body_text()
+                ),
+            )
+            .into_response();
+        }
+    };
     let ws = ws
         .protocols([JSON_PROTOCOL, PROTOBUF_PROTOCOL])
         .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
