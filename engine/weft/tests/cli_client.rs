@@ -68,6 +68,15 @@ async fn weft(app: &TestApp, args: &[&str]) -> Finished {
     weft_as(app, Some(ADMIN_TOKEN), args).await
 }
 
+/// Whether a text detail block has the line `KEY:   VALUE`.
+fn has_field(text: &str, key: &str, value: &str) -> bool {
+    text.lines().any(|line| {
+        line.strip_prefix(key)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .is_some_and(|rest| rest.trim() == value)
+    })
+}
+
 /// Adds one to `n`, then waits for the signal `approved`.
 const APPROVAL_YAML: &str = r#"
 name: cli-approval
@@ -160,7 +169,7 @@ crate::both_backends! {
         let path = file.to_str().expect("path");
         let applied = weft(&app, &["definition", "apply", path, "--enable"]).await.ok();
         assert!(
-            applied.stdout.starts_with("definition cli-approval 1.0.0 (")
+            applied.stdout.starts_with("definition cli-approval 0.1.0 (")
                 && applied.stdout.ends_with("): created, published, enabled\n"),
             "{applied:?}"
         );
@@ -171,10 +180,10 @@ crate::both_backends! {
             .await
             .ok()
             .json();
-        assert_eq!(changed["version"], "1.0.1");
+        assert_eq!(changed["version"], "0.1.1");
         assert_eq!(changed["isDraft"], false);
         assert_eq!(changed["isEnabled"], true);
-        assert_eq!(changed["description"], "Adds one, then awaits approval.");
+        assert_eq!(changed["description"], "Adds one, then awaits for approval.");
         let got = weft(&app, &["definition", "get", "cli-approval", "--output", "json"])
             .await
             .ok()
@@ -192,7 +201,7 @@ crate::both_backends! {
         .ok()
         .json();
         let id = run["id"].as_str().expect("run id").to_string();
-        assert_eq!(run["definitionVersion"], "1.0.1");
+        assert_eq!(run["definitionVersion"], "0.1.1");
         let got = weft(&app, &["run", "get", &id, "--output", "json"]).await.ok().json();
         assert_eq!(got["id"], id.as_str());
         assert_eq!(got["input"]["n"], 41);
@@ -211,7 +220,7 @@ crate::both_backends! {
         // Cancel it while it waits for its signal.
         wait_for_approval_step(&app, &id).await;
         let cancelled = weft(&app, &["run", "cancel", &id]).await.ok();
-        assert!(cancelled.stdout.contains("status:    CANCELLED"), "{cancelled:?}");
+        assert!(has_field(&cancelled.stdout, "status", "CANCELLED"), "{cancelled:?}");
         let got = weft(&app, &["run", "get", &id, "--output", "json"]).await.ok().json();
         assert_eq!(got["status"], "CANCELLED");
         let steps = weft(&app, &["run", "steps", &id]).await.ok().stdout;
@@ -349,7 +358,7 @@ crate::both_backends! {
         // Watching the finished run replays it and ends at once, in text.
         let replay = weft(&app, &["run", "watch", &id]).await.ok();
         assert!(replay.stdout.lines().any(|l| l.starts_with("  add-one ") && l.contains("completed")), "{replay:?}");
-        assert!(replay.stdout.contains("status:    COMPLETED"), "{replay:?}");
+        assert!(has_field(&replay.stdout, "status", "COMPLETED"), "{replay:?}");
 
         // Cancelled: exit code 3.
         let mut watching = Watching::start(

@@ -1,7 +1,7 @@
 //! `weft definition apply`: read a definition file (JSON or YAML) and decide what to write,
 //! given the versions the server already has of that name.
 //!
-//! - no version of the name: create it (a draft, with the file's `version` or 1.0.0);
+//! - no version of the name: create it (a draft, with the file's `version` or 0.1.0);
 //! - the file names a `version`: that version if it exists (unchanged: nothing; a draft:
 //!   updated), else a new version with that number;
 //! - otherwise the newest version: unchanged, nothing; a draft, updated in place; published,

@@ -274,13 +274,13 @@ async fn run(client: &Client, out: &Printer, command: RunCommand) -> Result<u8, 
         }
         RunCommand::Retry { id, watch } => {
             let id = check_id(&id)?;
-            let retried = client.retry_run(&id).await?;
             if !watch {
-                out.show(&retried, output::run);
+                out.show(&client.retry_run(&id).await?, output::run);
                 return Ok(0);
             }
-            // From the retry on: the events after the newest one stored now.
+            // From the retry on: the events after the newest one stored before it.
             let after = latest_seq(client, &id).await?;
+            client.retry_run(&id).await?;
             return follow(client, out, &id, after).await;
         }
         RunCommand::Watch { id } => return follow(client, out, &check_id(&id)?, 0).await,

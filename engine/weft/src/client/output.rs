@@ -496,10 +496,11 @@ fn wait_text(wait: &Value) -> String {
     if let Some(signal) = wait.get("signal").and_then(Value::as_str) {
         return format!("signal {signal}");
     }
-    for key in ["until", "dueAt", "durationSeconds"] {
-        if let Some(value) = wait.get(key) {
-            return format!("{key} {}", text(Some(value)));
-        }
+    if let Some(at) = wait.get("wakeAt").and_then(Value::as_str) {
+        return format!("until {at}");
+    }
+    if let Some(child) = wait.get("childRunId").and_then(Value::as_str) {
+        return format!("child run {child}");
     }
     text(Some(wait))
 }
@@ -590,6 +591,7 @@ mod tests {
                 "  add-one          ready",
                 "  add-one          started (attempt 1, wasm)",
                 "  add-one          completed 12 ms (wasm)",
+                "  pause            waiting (signal approved)",
                 "  hash             failed (attempt 3): boom: it broke",
                 "run r failed: boom: it broke",
             ]
