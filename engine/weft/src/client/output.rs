@@ -567,6 +567,13 @@ mod tests {
             ),
             event(
                 5,
+                Some("pause"),
+                "step.waiting",
+                json!({"wait": {"signal": "approved", "timeoutAt": null}}),
+                "2026-01-01T00:00:00.030Z",
+            ),
+            event(
+                5,
                 Some("hash"),
                 "step.failed",
                 json!({"attempt": 3, "error": {"code": "boom", "message": "it broke"}}),
