@@ -169,6 +169,8 @@ impl Client {
         }
         let http = reqwest::Client::builder()
             .user_agent(concat!("weft-cli/", env!("CARGO_PKG_VERSION")))
+            // No overall time-out: an upload waits for the server to compile the component.
+            .connect_timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(|e| invalid(e.to_string()))?;
         Ok(Client {
