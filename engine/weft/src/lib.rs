@@ -9,6 +9,7 @@ pub mod agents;
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod definitions;
 pub mod events;

@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        client => weft::client::main(client),
     }
 }
 
