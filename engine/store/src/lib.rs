@@ -225,6 +225,19 @@ pub trait Store: Send + Sync + 'static {
     /// `q.limit`, each with its run's definition id (for live streams and their replays). Same
     /// visibility guarantee as [`Store::list_events`].
     async fn stream_events(&self, q: &EventQuery) -> Result<Vec<ScopedEvent>, StoreError>;
+    /// Admit held runs of `definition_id` (status PENDING, see [`NewRun::initial_steps`]),
+    /// oldest first, while fewer than `cap` of its runs are RUNNING (`None`: all of them): each
+    /// becomes RUNNING with its entry step `entry_step_id` queued due now, and the events
+    /// `run.started` and `step.ready`, in one transaction, serialised per definition across
+    /// replicas. Returns the admitted runs' ids.
+    async fn admit_runs(
+        &self,
+        definition_id: Uuid,
+        cap: Option<u32>,
+        entry_step_id: &str,
+    ) -> Result<Vec<Uuid>, StoreError>;
+    /// The definitions that have held (PENDING) runs.
+    async fn held_run_definitions(&self) -> Result<Vec<Uuid>, StoreError>;
     /// The highest `seq` of the log (0 when it is empty).
     async fn last_event_seq(&self) -> Result<i64, StoreError>;
 }

@@ -126,7 +126,8 @@ pub struct NewRun {
     pub depth: u32,
     /// The run fails if it is not finished by then.
     pub deadline_at: Option<DateTime<Utc>>,
-    /// Steps queued at creation (due now).
+    /// Steps queued at creation (due now). None: the run is held (status PENDING, not started)
+    /// until [`crate::Store::admit_runs`] admits it (a definition's `maxConcurrentRuns`).
     pub initial_steps: Vec<NewStep>,
 }
 
@@ -425,12 +426,17 @@ impl NewRun {
     /// The run row [`crate::Store::create_run`] writes at `at` (status RUNNING, started at
     /// once), and its initial steps.
     pub(crate) fn into_record(self, at: DateTime<Utc>) -> (RunRecord, Vec<NewStep>) {
+        let held = self.initial_steps.is_empty();
         let record = RunRecord {
             id: self.id,
             definition_id: self.definition_id,
             definition_name: self.definition_name,
             definition_version: self.definition_version,
-            status: RunStatus::Running,
+            status: if held {
+                RunStatus::Pending
+            } else {
+                RunStatus::Running
+            },
             input: self.input,
             output: None,
             error: None,
@@ -439,7 +445,7 @@ impl NewRun {
             depth: self.depth,
             deadline_at: self.deadline_at,
             created_at: at,
-            started_at: Some(at),
+            started_at: (!held).then_some(at),
             completed_at: None,
             updated_at: at,
         };

@@ -707,6 +707,20 @@ impl Store for SqliteStore {
         self.stream_events_impl(q).await
     }
 
+    async fn admit_runs(
+        &self,
+        definition_id: Uuid,
+        cap: Option<u32>,
+        entry_step_id: &str,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        self.admit_runs_impl(definition_id, cap, entry_step_id)
+            .await
+    }
+
+    async fn held_run_definitions(&self) -> Result<Vec<Uuid>, StoreError> {
+        self.held_run_definitions_impl().await
+    }
+
     async fn last_event_seq(&self) -> Result<i64, StoreError> {
         self.last_event_seq_impl().await
     }

@@ -143,7 +143,7 @@ impl Runs {
         let now = Utc::now();
         let id = Uuid::now_v7();
         let entry_id = entry.step_definition_id.clone();
-        let run = NewRun {
+        let mut run = NewRun {
             id,
             definition_id: definition.id,
             definition_name: definition.name.clone(),
@@ -155,28 +155,35 @@ impl Runs {
             deadline_at: spec
                 .timeout_seconds
                 .map(|s| now + ChronoDuration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 2))),
-            initial_steps: vec![NewStep {
+            initial_steps: Vec::new(),
+        };
+        let mut events = vec![event(
+            id,
+            None,
+            "run.created",
+            json!({"definitionId": definition.id,
+            "definitionName": definition.name, "definitionVersion": definition.version}),
+        )];
+        // A capped definition's runs are held (PENDING) until the executor admits them.
+        let held = spec.max_concurrent_runs.is_some();
+        if !held {
+            run.initial_steps.push(NewStep {
                 id: Uuid::now_v7(),
                 step_id: entry_id.clone(),
                 due_at: now,
-            }],
-        };
-        let events = vec![
-            event(
-                id,
-                None,
-                "run.created",
-                json!({"definitionId": definition.id,
-                "definitionName": definition.name, "definitionVersion": definition.version}),
-            ),
-            event(id, None, "run.started", json!({})),
-            event(id, Some(&entry_id), "step.ready", json!({})),
-        ];
+            });
+            events.push(event(id, None, "run.started", json!({})));
+            events.push(event(id, Some(&entry_id), "step.ready", json!({})));
+        }
         let (record, created) = self.store.create_run(run, events).await?;
         if created {
             self.executor.metrics().run_started(&record.definition_name);
-            tracing::info!(run_id = %record.id, definition = %record.definition_name, version = %record.definition_version, "run started");
-            self.executor.notify();
+            tracing::info!(run_id = %record.id, definition = %record.definition_name, version = %record.definition_version, held, "run started");
+            if held {
+                self.executor.notify_admission();
+            } else {
+                self.executor.notify();
+            }
         }
         Ok((record, created))
     }
@@ -229,6 +236,7 @@ impl Runs {
             )));
         }
         self.cancel_tree(id, "cancelled by request").await?;
+        self.executor.notify_admission();
         self.get(id).await
     }
 

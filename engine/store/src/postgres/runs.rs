@@ -309,6 +309,21 @@ async fn insert_events(
         .collect())
 }
 
+/// The `step.started` events of a claim: one per new attempt (a step resumed from `waiting` is
+/// the same attempt going on).
+fn started_events(claimed: &[ClaimedStep], owner: &str) -> Vec<NewEvent> {
+    claimed
+        .iter()
+        .filter(|c| c.claimed_from != StepPhase::Waiting)
+        .map(|c| NewEvent {
+            run_id: c.step.run_id,
+            step_id: Some(c.step.step_id.clone()),
+            kind: "step.started".to_owned(),
+            data: json!({"attempt": c.step.attempt, "replica": owner}),
+        })
+        .collect()
+}
+
 /// A run and its initial steps (`false`: its idempotency key exists, nothing written).
 async fn insert_new_run(
     conn: &mut PgConnection,
@@ -659,6 +674,7 @@ impl PgStore {
         }
         let at = now();
         let until = lease_until(at, lease)?;
+        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
         // One statement. Rows another claim has locked are skipped, not waited for; a row that
         // changed since the statement's snapshot is re-checked against the WHERE clause once
         // locked. SET expressions see the row as it was: `claimed_from = s.phase` keeps the
@@ -679,9 +695,13 @@ impl PgStore {
         .bind(i64::from(limit))
         .bind(owner)
         .bind(until)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(StoreError::from_sqlx)?;
+        if rows.is_empty() {
+            tx.rollback().await.map_err(StoreError::from_sqlx)?;
+            return Ok(Vec::new());
+        }
         let mut claimed = rows
             .iter()
             .map(|row| {
@@ -694,7 +714,11 @@ impl PgStore {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         claimed.sort_by_key(|(was_due, c)| (*was_due, c.step.id));
-        Ok(claimed.into_iter().map(|(_, c)| c).collect())
+        let claimed: Vec<ClaimedStep> = claimed.into_iter().map(|(_, c)| c).collect();
+        // Taken after the step row locks, like every event append (module docs).
+        insert_events(&mut tx, started_events(&claimed, owner), at).await?;
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok(claimed)
     }
 
     pub(super) async fn renew_leases_impl(
@@ -930,6 +954,92 @@ impl PgStore {
                 })
             })
             .collect()
+    }
+
+    pub(super) async fn admit_runs_impl(
+        &self,
+        definition_id: Uuid,
+        cap: Option<u32>,
+        entry_step_id: &str,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let at = now();
+        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        // Admissions of one definition are serialised across replicas (taken before any row
+        // lock; its holder then locks run rows of that definition only).
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("weft-admit:{definition_id}"))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        let running: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM workflow_runs WHERE definition_id = $1 AND status = 'RUNNING'",
+        )
+        .bind(definition_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let room = cap.map_or(1000, |cap| (i64::from(cap) - running).clamp(0, 1000));
+        let held: Vec<Uuid> = if room == 0 {
+            Vec::new()
+        } else {
+            sqlx::query_scalar(
+                "SELECT id FROM workflow_runs WHERE definition_id = $1 AND status = 'PENDING' \
+                 ORDER BY created_at, id LIMIT $2 FOR NO KEY UPDATE",
+            )
+            .bind(definition_id)
+            .bind(room)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx)?
+        };
+        if held.is_empty() {
+            tx.rollback().await.map_err(StoreError::from_sqlx)?;
+            return Ok(Vec::new());
+        }
+        let mut admitted = Vec::with_capacity(held.len());
+        let mut events = Vec::with_capacity(held.len() * 2);
+        for id in held {
+            sqlx::query(
+                "UPDATE workflow_runs SET status = 'RUNNING', started_at = $1, updated_at = $1 \
+                 WHERE id = $2",
+            )
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+            let entry = NewStep {
+                id: Uuid::now_v7(),
+                step_id: entry_step_id.to_owned(),
+                due_at: at,
+            };
+            insert_steps(&mut tx, id, &[entry], at).await?;
+            events.push(NewEvent {
+                run_id: id,
+                step_id: None,
+                kind: "run.started".to_owned(),
+                data: json!({}),
+            });
+            events.push(NewEvent {
+                run_id: id,
+                step_id: Some(entry_step_id.to_owned()),
+                kind: "step.ready".to_owned(),
+                data: json!({}),
+            });
+            admitted.push(id);
+        }
+        insert_events(&mut tx, events, at).await?;
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok(admitted)
+    }
+
+    pub(super) async fn held_run_definitions_impl(&self) -> Result<Vec<Uuid>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT definition_id FROM workflow_runs WHERE status = 'PENDING'",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)
     }
 
     pub(super) async fn last_event_seq_impl(&self) -> Result<i64, StoreError> {

@@ -287,6 +287,21 @@ async fn insert_events(
     Ok(records)
 }
 
+/// The `step.started` events of a claim: one per new attempt (a step resumed from `waiting` is
+/// the same attempt going on).
+fn started_events(claimed: &[ClaimedStep], owner: &str) -> Vec<NewEvent> {
+    claimed
+        .iter()
+        .filter(|c| c.claimed_from != StepPhase::Waiting)
+        .map(|c| NewEvent {
+            run_id: c.step.run_id,
+            step_id: Some(c.step.step_id.clone()),
+            kind: "step.started".to_owned(),
+            data: json!({"attempt": c.step.attempt, "replica": owner}),
+        })
+        .collect()
+}
+
 /// A run and its initial steps (`false`: its idempotency key exists, nothing written).
 async fn insert_new_run(
     conn: &mut SqliteConnection,
@@ -687,7 +702,6 @@ impl SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(StoreError::from_sqlx)?;
-        tx.commit().await.map_err(StoreError::from_sqlx)?;
         let mut claimed = rows
             .iter()
             .map(|row| {
@@ -698,6 +712,8 @@ impl SqliteStore {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         claimed.sort_by_key(|c| order.get(&c.step.id).copied());
+        insert_events(&mut tx, started_events(&claimed, owner), at).await?;
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
         Ok(claimed)
     }
 
@@ -931,6 +947,90 @@ impl SqliteStore {
                 })
             })
             .collect()
+    }
+
+    pub(super) async fn admit_runs_impl(
+        &self,
+        definition_id: Uuid,
+        cap: Option<u32>,
+        entry_step_id: &str,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let at = now();
+        let at_text = encode_time(&at);
+        // The write lock serialises admissions (one process owns the file).
+        let mut tx = self.immediate().await?;
+        let running: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM workflow_runs WHERE definition_id = ? AND status = 'RUNNING'",
+        )
+        .bind(definition_id.hyphenated())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let room = cap.map_or(1000, |cap| (i64::from(cap) - running).clamp(0, 1000));
+        let held: Vec<Hyphenated> = if room == 0 {
+            Vec::new()
+        } else {
+            sqlx::query_scalar(
+                "SELECT id FROM workflow_runs WHERE definition_id = ? AND status = 'PENDING' \
+                 ORDER BY created_at, id LIMIT ?",
+            )
+            .bind(definition_id.hyphenated())
+            .bind(room)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx)?
+        };
+        if held.is_empty() {
+            tx.rollback().await.map_err(StoreError::from_sqlx)?;
+            return Ok(Vec::new());
+        }
+        let mut admitted = Vec::with_capacity(held.len());
+        let mut events = Vec::with_capacity(held.len() * 2);
+        for id in held {
+            let id = id.into_uuid();
+            sqlx::query(
+                "UPDATE workflow_runs SET status = 'RUNNING', started_at = ?, updated_at = ? \
+                 WHERE id = ?",
+            )
+            .bind(&at_text)
+            .bind(&at_text)
+            .bind(id.hyphenated())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+            let entry = NewStep {
+                id: Uuid::now_v7(),
+                step_id: entry_step_id.to_owned(),
+                due_at: at,
+            };
+            insert_steps(&mut tx, id, &[entry], &at_text).await?;
+            events.push(NewEvent {
+                run_id: id,
+                step_id: None,
+                kind: "run.started".to_owned(),
+                data: json!({}),
+            });
+            events.push(NewEvent {
+                run_id: id,
+                step_id: Some(entry_step_id.to_owned()),
+                kind: "step.ready".to_owned(),
+                data: json!({}),
+            });
+            admitted.push(id);
+        }
+        insert_events(&mut tx, events, at).await?;
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok(admitted)
+    }
+
+    pub(super) async fn held_run_definitions_impl(&self) -> Result<Vec<Uuid>, StoreError> {
+        let ids: Vec<Hyphenated> = sqlx::query_scalar(
+            "SELECT DISTINCT definition_id FROM workflow_runs WHERE status = 'PENDING'",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        Ok(ids.into_iter().map(Hyphenated::into_uuid).collect())
     }
 
     pub(super) async fn last_event_seq_impl(&self) -> Result<i64, StoreError> {

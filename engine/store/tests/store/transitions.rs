@@ -107,10 +107,13 @@ async fn apply_with_guard(store: Arc<dyn Store>) {
     assert_eq!(events.len(), 3);
     assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
     assert_eq!(events[1].step_id.as_deref(), Some("next"));
-    assert_eq!(
-        store.list_events(0, Some(run_id), 10).await.unwrap(),
-        events
-    );
+    // The claim logged the attempt's start; the transition's events follow it.
+    let logged = store.list_events(0, Some(run_id), 10).await.unwrap();
+    assert_eq!(logged.len(), 4);
+    assert_eq!(logged[0].kind, "step.started");
+    assert_eq!(logged[0].step_id.as_deref(), Some("start"));
+    assert_eq!(logged[0].data, json!({"attempt": 1, "replica": "w1"}));
+    assert_eq!(logged[1..], events[..]);
 
     let run = store.get_run(run_id).await.unwrap().unwrap();
     assert_eq!(run.status, RunStatus::Completed);

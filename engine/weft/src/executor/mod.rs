@@ -164,6 +164,8 @@ struct Shared {
     options: ExecutorOptions,
     owner: String,
     wake: Notify,
+    /// Wakes the admission of held runs (`maxConcurrentRuns`).
+    admission: Notify,
     in_flight: InFlight,
     slots: Arc<Semaphore>,
     metrics: Metrics,
@@ -196,6 +198,7 @@ impl Executor {
                 options,
                 owner,
                 wake: Notify::new(),
+                admission: Notify::new(),
                 in_flight: InFlight::default(),
                 slots,
                 metrics,
@@ -222,7 +225,53 @@ impl Executor {
             }
         }
         tasks.spawn(self.clone().dispatch(shutdown.clone()));
-        tasks.spawn(self.clone().keep_leases(shutdown));
+        tasks.spawn(self.clone().keep_leases(shutdown.clone()));
+        tasks.spawn(self.clone().admit(shutdown));
+        Ok(())
+    }
+
+    /// Wake the admission of held runs: a capped run was started, or a run ended.
+    pub fn notify_admission(&self) {
+        self.shared.admission.notify_one();
+    }
+
+    /// Admit held runs (a definition's `maxConcurrentRuns`) when woken, and every poll interval
+    /// (runs ended on other replicas, admissions interrupted by a crash), until `shutdown`.
+    async fn admit(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.shared.admission.notified() => {}
+                () = tokio::time::sleep(self.shared.options.poll_interval) => {}
+            }
+            if let Err(e) = self.admit_held().await {
+                tracing::warn!(error = %e, "cannot admit held runs; retrying");
+            }
+        }
+    }
+
+    /// One admission pass over every definition with held runs.
+    async fn admit_held(&self) -> Result<(), ExecutorError> {
+        let store = &self.shared.store;
+        for definition_id in store.held_run_definitions().await? {
+            let spec = self.shared.definitions.get(definition_id).await?;
+            let Some(entry) = spec.entry_step() else {
+                continue;
+            };
+            let admitted = store
+                .admit_runs(
+                    definition_id,
+                    spec.max_concurrent_runs,
+                    &entry.step_definition_id,
+                )
+                .await?;
+            for run_id in &admitted {
+                tracing::info!(run_id = %run_id, %definition_id, "held run admitted");
+            }
+            if !admitted.is_empty() {
+                self.notify();
+            }
+        }
         Ok(())
     }
 

@@ -256,6 +256,8 @@ async fn record(
         if status.is_terminal() {
             shared.traces.run_ended(&run, status);
             executor.interrupt_run(run.id);
+            // A slot of its definition's `maxConcurrentRuns` may have freed up.
+            executor.notify_admission();
         }
         if matches!(status, RunStatus::Failed | RunStatus::Cancelled) {
             // Child runs still going have no one to report to any more.

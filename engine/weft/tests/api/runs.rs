@@ -85,7 +85,7 @@ both_backends! {
 
         let events = expect_status(app.get(&format!("/api/v1/workflow-instances/{id}/events")).await, StatusCode::OK).await;
         let kinds: Vec<&str> = events["items"].as_array().expect("items").iter().filter_map(|e| e["kind"].as_str()).collect();
-        assert_eq!(kinds, ["run.created", "run.started", "step.ready", "step.completed", "step.ready", "step.completed", "step.ready", "step.completed", "run.completed"]);
+        assert_eq!(kinds, ["run.created", "run.started", "step.ready", "step.started", "step.completed", "step.ready", "step.started", "step.completed", "step.ready", "step.started", "step.completed", "run.completed"]);
         let seqs: Vec<i64> = events["items"].as_array().expect("items").iter().filter_map(|e| e["seq"].as_i64()).collect();
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
 
@@ -406,3 +406,115 @@ both_backends! {
         assert_eq!(child["status"], "CANCELLED", "{child}");
     }
 }
+
+both_backends!(
+    async fn max_concurrent_runs_holds_runs_until_a_slot_frees(backend: Backend) {
+        let app = app_with_plugins(backend).await;
+        let definition = deploy(
+            &app,
+            json!({
+                "name": "capped",
+                "maxConcurrentRuns": 1,
+                "steps": [{"stepDefinitionId": "hold", "type": "wait",
+                           "waitConfig": {"signal": "go", "timeoutSeconds": 3600}}]
+            }),
+        )
+        .await;
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            let run = start(
+                &app,
+                json!({"workflowDefinitionId": definition, "input": {}}),
+            )
+            .await;
+            runs.push(run["id"].as_str().expect("id").to_string());
+        }
+        wait_for(&app, &runs[0], &["RUNNING"]).await;
+        for held in &runs[1..] {
+            let run = wait_for(&app, held, &["PENDING", "RUNNING"]).await;
+            assert_eq!(run["status"], "PENDING", "{run}");
+            assert!(run["startedAt"].is_null(), "{run}");
+        }
+        // Still held after the dispatcher has had every chance to start them.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        for held in &runs[1..] {
+            let run = wait_for(&app, held, &["PENDING", "RUNNING"]).await;
+            assert_eq!(run["status"], "PENDING", "{run}");
+        }
+
+        // A held run can be cancelled; it never starts.
+        expect_status(
+            app.post(&format!("/api/v1/workflow-instances/{}/cancel", runs[2]))
+                .await,
+            StatusCode::OK,
+        )
+        .await;
+        wait_for(&app, &runs[2], &["CANCELLED"]).await;
+
+        // The first run ends: the second is admitted, and only then starts.
+        let signal = |run: &str| format!("/api/v1/workflow-instances/{run}/signals/go");
+        expect_status(
+            app.post_json(&signal(&runs[0]), &json!({})).await,
+            StatusCode::ACCEPTED,
+        )
+        .await;
+        wait_for(&app, &runs[0], &["COMPLETED"]).await;
+        wait_for(&app, &runs[1], &["RUNNING"]).await;
+        expect_status(
+            app.post_json(&signal(&runs[1]), &json!({})).await,
+            StatusCode::ACCEPTED,
+        )
+        .await;
+        wait_for(&app, &runs[1], &["COMPLETED"]).await;
+
+        let events = |body: Value| -> Vec<(i64, String)> {
+            body["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|e| {
+                    (
+                        e["seq"].as_i64().expect("seq"),
+                        e["kind"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        };
+        let first = events(
+            expect_status(
+                app.get(&format!("/api/v1/workflow-instances/{}/events", runs[0]))
+                    .await,
+                StatusCode::OK,
+            )
+            .await,
+        );
+        let second = events(
+            expect_status(
+                app.get(&format!("/api/v1/workflow-instances/{}/events", runs[1]))
+                    .await,
+                StatusCode::OK,
+            )
+            .await,
+        );
+        let first_done = first
+            .iter()
+            .find(|(_, k)| k == "run.completed")
+            .expect("completed")
+            .0;
+        let second_started = second
+            .iter()
+            .find(|(_, k)| k == "run.started")
+            .expect("started")
+            .0;
+        assert!(second_started > first_done, "{first:?} {second:?}");
+        let third = events(
+            expect_status(
+                app.get(&format!("/api/v1/workflow-instances/{}/events", runs[2]))
+                    .await,
+                StatusCode::OK,
+            )
+            .await,
+        );
+        assert!(third.iter().all(|(_, k)| k != "run.started"), "{third:?}");
+    }
+);
