@@ -480,3 +480,69 @@ async fn the_socket_needs_a_token_when_tokens_are_configured() {
     .await;
     assert_eq!(next_json(&mut socket).await["type"], "subscribed");
 }
+
+both_backends!(
+    async fn the_agents_scope_sees_agents_connect_and_leave(backend: Backend) {
+        use tokio_stream::wrappers::ReceiverStream;
+        use weft_proto::agent::agent_service_client::AgentServiceClient;
+        use weft_proto::agent::{AgentMessage, Hello, TaskDefinition, agent_message};
+
+        let app = spawn_app(backend).await;
+        let mut socket = connect(&app, None, "").await;
+        send_json(
+            &mut socket,
+            json!({"type": "subscribe", "scope": {"kind": "agents"}}),
+        )
+        .await;
+        assert_eq!(next_json(&mut socket).await["type"], "subscribed");
+
+        let mut client = AgentServiceClient::connect(format!("http://{}", app.grpc_address))
+            .await
+            .expect("channel");
+        let (tx, outbound) = tokio::sync::mpsc::channel(8);
+        tx.send(AgentMessage {
+            message: Some(agent_message::Message::Hello(Hello {
+                name: "watched".into(),
+                version: "1.0.0".into(),
+                capacity: 2,
+                tasks: vec![TaskDefinition {
+                    name: "echo".into(),
+                    version: "1.0.0".into(),
+                    ..Default::default()
+                }],
+            })),
+        })
+        .await
+        .expect("hello");
+        let inbound = client
+            .open(tonic::Request::new(ReceiverStream::new(outbound)))
+            .await
+            .expect("open")
+            .into_inner();
+        let connected = next_json(&mut socket).await;
+        assert_eq!(connected["type"], "agent", "{connected}");
+        assert_eq!(connected["kind"], "agent.connected");
+        assert_eq!(connected["agent"]["name"], "watched");
+        assert_eq!(connected["agent"]["capacity"], 2);
+
+        // A second socket subscribing now gets the agent as present.
+        let mut late = connect(&app, None, "").await;
+        send_json(
+            &mut late,
+            json!({"type": "subscribe", "scope": {"kind": "agents"}}),
+        )
+        .await;
+        assert_eq!(next_json(&mut late).await["type"], "subscribed");
+        let present = next_json(&mut late).await;
+        assert_eq!(present["kind"], "agent.present");
+        assert_eq!(present["agent"]["id"], connected["agent"]["id"]);
+
+        drop(tx);
+        drop(inbound);
+        let left = next_json(&mut socket).await;
+        assert_eq!(left["kind"], "agent.disconnected", "{left}");
+        assert_eq!(left["agent"]["id"], connected["agent"]["id"]);
+        assert_eq!(left["agent"]["connected"], false);
+        assert!(left["reason"].is_string(), "{left}");
+    }
+);
