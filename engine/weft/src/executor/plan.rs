@@ -189,7 +189,8 @@ pub fn step_outcome(
                 run_id,
                 Some(&row.step_id),
                 "step.completed",
-                json!({"attempt": row.attempt, "runner": claimed.runner}),
+                json!({"attempt": row.attempt, "runner": claimed.runner,
+                       "output": summary(&output)}),
             ));
             advance(view, &row.step_id, &output, now, &mut changes);
         }
@@ -465,9 +466,10 @@ fn finish_run(
         RunStatus::Failed => "run.failed",
         _ => "run.cancelled",
     };
-    let data = match &error {
-        Some(error) => json!({"error": error}),
-        None => json!({}),
+    let data = match (&error, &output) {
+        (Some(error), _) => json!({"error": error}),
+        (None, Some(output)) => json!({"output": summary(output)}),
+        (None, None) => json!({}),
     };
     changes.events.push(event(run_id, None, kind, data));
     changes.run = Some(RunUpdate {
@@ -551,6 +553,20 @@ pub fn cancelled(step: &StepRecord) -> StepUpdate {
 }
 
 /// An event.
+/// Largest output an event carries whole (serialised bytes); the log and the live feed stay
+/// small whatever steps return (the full output is on the step and run records).
+pub const EVENT_OUTPUT_BYTES: usize = 1024;
+
+/// An output as an event carries it: whole when small, else `{"truncated": true, "bytes": N}`.
+pub fn summary(output: &Value) -> Value {
+    let bytes = output.to_string().len();
+    if bytes <= EVENT_OUTPUT_BYTES {
+        output.clone()
+    } else {
+        json!({"truncated": true, "bytes": bytes})
+    }
+}
+
 pub fn event(run_id: Uuid, step_id: Option<&str>, kind: &str, data: Value) -> NewEvent {
     NewEvent {
         run_id,
@@ -609,6 +625,14 @@ pub fn by_step_id(steps: &[StepRecord]) -> BTreeMap<&str, &StepRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_carry_small_outputs_whole_and_large_ones_as_a_size() {
+        assert_eq!(summary(&json!({"value": 3})), json!({"value": 3}));
+        let large = json!({"text": "x".repeat(EVENT_OUTPUT_BYTES)});
+        let bytes = large.to_string().len();
+        assert_eq!(summary(&large), json!({"truncated": true, "bytes": bytes}));
+    }
 
     fn spec(value: Value) -> DefinitionSpec {
         DefinitionSpec::from_json(value).expect("valid definition")

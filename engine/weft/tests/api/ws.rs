@@ -171,6 +171,20 @@ both_backends!(
         assert_eq!(kinds.first(), Some(&"run.created"));
         assert_eq!(kinds.last(), Some(&"run.completed"));
         assert_eq!(kinds.iter().filter(|k| **k == "step.completed").count(), 2);
+        // Payload summaries: each step's output, and the run's.
+        let outputs: Vec<&Value> = live
+            .iter()
+            .filter(|e| e["kind"] == "step.completed" || e["kind"] == "run.completed")
+            .map(|e| &e["data"]["output"])
+            .collect();
+        assert_eq!(
+            outputs,
+            [
+                &json!({"value": 2}),
+                &json!({"value": 3}),
+                &json!({"value": 3})
+            ]
+        );
 
         // Protobuf frames, subscribing to the run afterwards with after=0: the same sequence.
         let mut binary = connect(&app, Some("weft.v1.protobuf"), "").await;
