@@ -173,6 +173,15 @@ impl Application {
 
         let agents = AgentRegistry::new(config.agent_heartbeat, metrics.clone());
         tasks.spawn(agents.clone().sweep(shutdown.clone()));
+        let hub = EventHub::new(
+            store.clone(),
+            agents.clone(),
+            config.live.buffer_events,
+            config.live.poll_interval,
+        );
+        hub.start(&mut tasks, shutdown.clone())
+            .await
+            .map_err(db_error)?;
         let executor = Executor::new(
             store.clone(),
             vec![
@@ -185,6 +194,7 @@ impl Application {
                 poll_interval: config.poll_interval,
                 lease: config.lease,
                 schedule_timeout: config.schedule_timeout,
+                on_commit: Some(hub.waker()),
                 ..ExecutorOptions::default()
             },
             metrics.clone(),
@@ -192,16 +202,6 @@ impl Application {
         );
         executor
             .start(&mut tasks, shutdown.clone())
-            .await
-            .map_err(db_error)?;
-
-        let hub = EventHub::new(
-            store.clone(),
-            agents.clone(),
-            config.live.buffer_events,
-            config.live.poll_interval,
-        );
-        hub.start(&mut tasks, shutdown.clone())
             .await
             .map_err(db_error)?;
 

@@ -17,7 +17,7 @@ use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use prost::Message as _;
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -127,6 +127,8 @@ struct Inner {
     head: Mutex<i64>,
     agents: Arc<AgentRegistry>,
     poll: Duration,
+    /// Woken after this replica commits a transition: read the log now, not at the next poll.
+    wake: Arc<Notify>,
 }
 
 /// A handle on the feed. Cheap to clone.
@@ -152,6 +154,7 @@ impl EventHub {
                 head: Mutex::new(0),
                 agents,
                 poll,
+                wake: Arc::new(Notify::new()),
             }),
         }
     }
@@ -173,6 +176,11 @@ impl EventHub {
     pub fn subscribe(&self) -> (broadcast::Receiver<Arc<LiveEvent>>, i64) {
         let head = self.lock_head();
         (self.inner.sender.subscribe(), *head)
+    }
+
+    /// What to wake after a commit on this replica (events of other replicas arrive by polling).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.inner.wake.clone()
     }
 
     /// The store, for replays.
@@ -200,6 +208,7 @@ impl EventHub {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 _ = tick.tick() => self.catch_up().await,
+                () = self.inner.wake.notified() => self.catch_up().await,
                 change = agent_changes.recv() => match change {
                     Ok(change) => {
                         // Not part of the log: no head to move.

@@ -44,6 +44,8 @@ pub struct ExecutorOptions {
     pub max_depth: u32,
     /// How long a task step waits for a runner (plugin or agent) to provide its task.
     pub schedule_timeout: Duration,
+    /// Also woken after each commit (the live event feed), if set.
+    pub on_commit: Option<Arc<Notify>>,
 }
 
 impl Default for ExecutorOptions {
@@ -54,6 +56,7 @@ impl Default for ExecutorOptions {
             poll_interval: Duration::from_millis(500),
             max_depth: 8,
             schedule_timeout: Duration::from_secs(30),
+            on_commit: None,
         }
     }
 }
@@ -278,6 +281,9 @@ impl Executor {
     /// Wake the dispatcher: new work may be ready.
     pub fn notify(&self) {
         self.shared.wake.notify_one();
+        if let Some(on_commit) = &self.shared.options.on_commit {
+            on_commit.notify_one();
+        }
     }
 
     /// Interrupt the steps of `run_id` running on this replica.
