@@ -333,6 +333,27 @@ pub async fn latest_runnable(
 
 /// Check a run input against the definition's input parameters; apply defaults. Every problem
 /// is reported with its path.
+/// Every way `value` breaks the parameter's JSON Schema, each at its JSON pointer. (Schemas were
+/// compiled when the definition was validated; one that no longer compiles is reported too.)
+fn schema_issues(name: &str, schema: &Value, value: &Value, path: &str, issues: &mut Vec<Issue>) {
+    match jsonschema::validator_for(schema) {
+        Ok(validator) => {
+            for error in validator.iter_errors(value) {
+                issues.push(Issue {
+                    path: format!("{path}{}", error.instance_path()),
+                    code: "schema_mismatch".into(),
+                    message: format!("input '{name}': {error}"),
+                });
+            }
+        }
+        Err(e) => issues.push(Issue {
+            path: path.to_string(),
+            code: "invalid_schema".into(),
+            message: format!("the schema of input '{name}' does not compile: {e}"),
+        }),
+    }
+}
+
 pub fn validate_input(spec: &DefinitionSpec, input: Value) -> Result<Value, Vec<Issue>> {
     let mut object = match input {
         Value::Object(map) => map,
@@ -376,6 +397,8 @@ pub fn validate_input(spec: &DefinitionSpec, input: Value) -> Result<Value, Vec<
                             kind.as_str()
                         ),
                     });
+                } else if let Some(schema) = &parameter.schema {
+                    schema_issues(&parameter.name, schema, value, &path, &mut issues);
                 }
             }
         }

@@ -88,14 +88,33 @@ impl<'a> Validator<'a> {
                     }
                 }
             }
-            if let Some(schema) = &param.schema
-                && !(schema.is_object() || schema.is_boolean())
-            {
-                self.report(
-                    &at.child("schema"),
-                    codes::INVALID_VALUE,
-                    "schema must be a JSON Schema: an object or a boolean",
-                );
+            if let Some(schema) = &param.schema {
+                if !(schema.is_object() || schema.is_boolean()) {
+                    self.report(
+                        &at.child("schema"),
+                        codes::INVALID_VALUE,
+                        "schema must be a JSON Schema: an object or a boolean",
+                    );
+                } else {
+                    match jsonschema::validator_for(schema) {
+                        Err(e) => self.report(
+                            &at.child("schema"),
+                            codes::INVALID_VALUE,
+                            format!("schema does not compile: {e}"),
+                        ),
+                        Ok(validator) => {
+                            if let Some(default) = &param.default
+                                && let Some(error) = validator.iter_errors(default).next()
+                            {
+                                self.report(
+                                    &at.child("default"),
+                                    codes::INVALID_DEFAULT,
+                                    format!("the default value does not match the schema: {error}"),
+                                );
+                            }
+                        }
+                    }
+                }
             }
         }
     }

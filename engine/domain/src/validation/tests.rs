@@ -666,3 +666,26 @@ fn issue_serialises_and_displays() {
         "/: x (empty)"
     );
 }
+
+#[test]
+fn parameter_schemas_must_compile_and_defaults_must_match_them() {
+    let with = |parameter: Value| {
+        issues(
+            json!({"name": "w", "steps": [{"stepDefinitionId": "a", "type": "task",
+            "taskConfig": {"taskDefinitionId": "add"}}],
+            "inputParameters": [parameter]}),
+        )
+    };
+    assert_eq!(
+        with(json!({"name": "p", "type": "string", "schema": {"type": "nonsense"}})),
+        pairs(&[("/inputParameters/0/schema", "invalid_value")])
+    );
+    assert_eq!(
+        with(json!({"name": "p", "type": "string", "schema": {"maxLength": 2}, "default": "long"})),
+        pairs(&[("/inputParameters/0/default", "invalid_default")])
+    );
+    assert!(
+        with(json!({"name": "p", "type": "string", "schema": {"maxLength": 8}, "default": "ok"}))
+            .is_empty()
+    );
+}

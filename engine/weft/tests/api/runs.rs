@@ -518,3 +518,85 @@ both_backends!(
         assert!(third.iter().all(|(_, k)| k != "run.started"), "{third:?}");
     }
 );
+
+both_backends!(
+    async fn run_input_is_checked_against_parameter_schemas(backend: Backend) {
+        let app = app_with_plugins(backend).await;
+        let definition = deploy(
+            &app,
+            json!({
+                "name": "schema-checked",
+                "inputParameters": [
+                    {"name": "value", "type": "number", "required": true,
+                     "schema": {"minimum": 0, "maximum": 10}},
+                    {"name": "order", "type": "object",
+                     "schema": {"type": "object", "required": ["id"],
+                                "properties": {"id": {"type": "string", "pattern": "^o-"},
+                                               "items": {"type": "array", "maxItems": 2}}}}
+                ],
+                "steps": [{"stepDefinitionId": "a", "type": "task",
+                           "taskConfig": {"taskDefinitionId": "add"},
+                           "parameters": {"value": {"type": "workflowInput", "value": "value"}}}]
+            }),
+        )
+        .await;
+        let response = app
+            .post_json(
+                "/api/v1/workflow-instances",
+                &json!({"workflowDefinitionId": definition,
+                        "input": {"value": 11, "order": {"id": "x", "items": [1, 2, 3]}}}),
+            )
+            .await;
+        let body = expect_error(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        let mut found = issues(&body);
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                ("/input/order/id".to_string(), "schema_mismatch".to_string()),
+                (
+                    "/input/order/items".to_string(),
+                    "schema_mismatch".to_string()
+                ),
+                ("/input/value".to_string(), "schema_mismatch".to_string()),
+            ],
+            "{body}"
+        );
+        let run = start(
+            &app,
+            json!({"workflowDefinitionId": definition,
+                   "input": {"value": 3, "order": {"id": "o-1", "items": [1]}}}),
+        )
+        .await;
+        wait_for(&app, run["id"].as_str().expect("id"), &["COMPLETED"]).await;
+
+        // A schema that does not compile is refused with the definition.
+        let response = app
+            .post_json(
+                "/api/v1/workflow-definitions",
+                &json!({"name": "bad-schema",
+                        "inputParameters": [{"name": "p", "type": "string", "schema": {"type": 5}}],
+                        "steps": [{"stepDefinitionId": "a", "type": "task",
+                                   "taskConfig": {"taskDefinitionId": "add"}}]}),
+            )
+            .await;
+        let body = expect_error(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(
+            issues(&body),
+            [(
+                "/inputParameters/0/schema".to_string(),
+                "invalid_value".to_string()
+            )]
+        );
+    }
+);
