@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use chrono::{Duration as ChronoDuration, Utc};
+use chrono::Utc;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 use weft_domain::{DefinitionSpec, Issue};
@@ -154,7 +154,7 @@ impl Runs {
             depth: 0,
             deadline_at: spec
                 .timeout_seconds
-                .map(|s| now + ChronoDuration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 2))),
+                .map(|s| crate::executor::plan::after_seconds(now, s as f64)),
             initial_steps: Vec::new(),
         };
         let mut events = vec![event(

@@ -197,10 +197,9 @@ pub fn step_outcome(
         Outcome::Failed(failure) => {
             let step = view.spec.step(&row.step_id);
             let policy = step.map(|s| s.effective_retry_policy()).unwrap_or_default();
-            let deadline_ok = step.and_then(|s| s.deadline_seconds).is_none_or(|d| {
-                row.created_at + ChronoDuration::seconds(i64::try_from(d).unwrap_or(i64::MAX / 2))
-                    > now
-            });
+            let deadline_ok = step
+                .and_then(|s| s.deadline_seconds)
+                .is_none_or(|d| after_seconds(row.created_at, d as f64) > now);
             let error = failure.to_json(&row.step_id, row.attempt);
             changes.attempts.push(attempt_record(
                 claimed,
@@ -216,7 +215,7 @@ pub fn step_outcome(
                 && deadline_ok
             {
                 let delay = jittered(policy.delay_seconds(row.attempt), policy.jitter, row.id);
-                let due = now + ChronoDuration::milliseconds((delay * 1000.0) as i64);
+                let due = after_seconds(now, delay);
                 changes.step_updates.push(StepUpdate {
                     id: row.id,
                     guard: Some(claimed.guard.clone()),
@@ -553,6 +552,21 @@ pub fn cancelled(step: &StepRecord) -> StepUpdate {
 }
 
 /// An event.
+/// Longest delay the engine schedules (100 years): later instants are clamped to it.
+const MAX_DELAY_SECONDS: f64 = 3_153_600_000.0;
+
+/// `at` plus `seconds`, never overflowing whatever a definition or an input says: negative or
+/// NaN is 0, anything past [`MAX_DELAY_SECONDS`] (or infinite) is clamped to it.
+pub fn after_seconds(at: DateTime<Utc>, seconds: f64) -> DateTime<Utc> {
+    let seconds = if seconds.is_nan() {
+        0.0
+    } else {
+        seconds.clamp(0.0, MAX_DELAY_SECONDS)
+    };
+    at.checked_add_signed(ChronoDuration::milliseconds((seconds * 1000.0) as i64))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// Largest output an event carries whole (serialised bytes); the log and the live feed stay
 /// small whatever steps return (the full output is on the step and run records).
 pub const EVENT_OUTPUT_BYTES: usize = 1024;
@@ -625,6 +639,20 @@ pub fn by_step_id(steps: &[StepRecord]) -> BTreeMap<&str, &StepRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delays_never_overflow() {
+        let now = Utc::now();
+        assert_eq!(
+            after_seconds(now, 1.5),
+            now + ChronoDuration::milliseconds(1500)
+        );
+        assert_eq!(after_seconds(now, -3.0), now);
+        assert_eq!(after_seconds(now, f64::NAN), now);
+        let far = after_seconds(now, u64::MAX as f64);
+        assert_eq!(far, after_seconds(now, f64::INFINITY));
+        assert!(far > now + ChronoDuration::days(365 * 99));
+    }
 
     #[test]
     fn events_carry_small_outputs_whole_and_large_ones_as_a_size() {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -369,18 +369,23 @@ async fn run_task(
             step_id: row.step_id.clone(),
             attempt: row.attempt,
         },
-        // The step's per-attempt time-out, and never past the run's deadline.
+        // The step's per-attempt time-out, and never past the step's overall deadline
+        // (`deadlineSeconds` from the step becoming ready) or the run's deadline.
         timeout: {
-            let step_timeout = step.timeout_seconds.map(Duration::from_secs);
-            let remaining = run.deadline_at.map(|d| {
-                (d - Utc::now())
-                    .to_std()
-                    .unwrap_or(Duration::from_millis(1))
-            });
-            match (step_timeout, remaining) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
+            let now = Utc::now();
+            let until =
+                |at: chrono::DateTime<Utc>| (at - now).to_std().unwrap_or(Duration::from_millis(1));
+            let step_deadline = step
+                .deadline_seconds
+                .map(|d| until(plan::after_seconds(row.created_at, d as f64)));
+            [
+                step.timeout_seconds.map(Duration::from_secs),
+                step_deadline,
+                run.deadline_at.map(until),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
         },
     };
     let outcome = match runner.run(request, cancel).await {
@@ -457,9 +462,7 @@ async fn wait(
                 .get("timeoutAt")
                 .and_then(Value::as_str)
                 .and_then(|t| t.parse::<DateTime<Utc>>().ok()),
-            (_, Some(secs)) => {
-                Some(now + ChronoDuration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 2)))
-            }
+            (_, Some(secs)) => Some(plan::after_seconds(now, secs as f64)),
             _ => None,
         };
         if let Some(at) = timeout_at
@@ -504,7 +507,7 @@ async fn wait(
                     "durationSeconds must be a non-negative number",
                 )));
             };
-            now + ChronoDuration::milliseconds((seconds * 1000.0) as i64)
+            plan::after_seconds(now, seconds)
         }
     };
     if wake_at <= now {
@@ -622,7 +625,7 @@ async fn sub_workflow(
         depth: run.depth + 1,
         deadline_at: child_spec
             .timeout_seconds
-            .map(|s| now + ChronoDuration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 2))),
+            .map(|s| plan::after_seconds(now, s as f64)),
         initial_steps: vec![NewStep {
             id: Uuid::now_v7(),
             step_id: entry.step_definition_id.clone(),

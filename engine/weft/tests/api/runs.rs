@@ -600,3 +600,61 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    async fn absurd_durations_and_deadlines_are_clamped_not_fatal(backend: Backend) {
+        let app = app_with_plugins(backend).await;
+        let definition = deploy(
+            &app,
+            json!({
+                "name": "far-future",
+                "timeoutSeconds": u64::MAX,
+                "inputParameters": [{"name": "secs", "type": "number", "required": true}],
+                "steps": [
+                    {"stepDefinitionId": "a", "type": "task", "deadlineSeconds": u64::MAX,
+                     "timeoutSeconds": 100_000_000_000_u64,
+                     "taskConfig": {"taskDefinitionId": "add", "nextStepId": "pause"},
+                     "parameters": {"value": {"type": "constant", "value": 1}}},
+                    {"stepDefinitionId": "pause", "type": "wait",
+                     "waitConfig": {"durationSeconds": {"type": "workflowInput", "value": "secs"}}}
+                ]
+            }),
+        )
+        .await;
+        let run = start(
+            &app,
+            json!({"workflowDefinitionId": definition, "input": {"secs": 1e300}}),
+        )
+        .await;
+        let id = run["id"].as_str().expect("id").to_string();
+        // The task ran and the wait parked (far in the future) instead of crashing a worker.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let events = expect_status(
+                app.get(&format!("/api/v1/workflow-instances/{id}/events"))
+                    .await,
+                StatusCode::OK,
+            )
+            .await;
+            let items = events["items"].as_array().expect("items");
+            let parked = items
+                .iter()
+                .any(|e| e["stepId"] == "pause" && e["kind"] == "step.waiting");
+            let done = items
+                .iter()
+                .any(|e| e["stepId"] == "a" && e["kind"] == "step.completed");
+            if parked && done {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{events}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        expect_status(
+            app.post(&format!("/api/v1/workflow-instances/{id}/cancel"))
+                .await,
+            StatusCode::OK,
+        )
+        .await;
+        wait_for(&app, &id, &["CANCELLED"]).await;
+    }
+);
