@@ -208,7 +208,10 @@ impl EventHub {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 _ = tick.tick() => self.catch_up().await,
-                () = self.inner.wake.notified() => self.catch_up().await,
+                // Commits only matter to subscribers; with none, the tick moves the head.
+                () = self.inner.wake.notified(), if self.inner.sender.receiver_count() > 0 => {
+                    self.catch_up().await;
+                }
                 change = agent_changes.recv() => match change {
                     Ok(change) => {
                         // Not part of the log: no head to move.
@@ -226,8 +229,26 @@ impl EventHub {
         tracing::debug!("live event feed stopped");
     }
 
-    /// Publish every event of the log after the head.
+    /// Publish every event of the log after the head; with no subscriber, just move the head to
+    /// the log's end (one cheap query instead of reading events nobody receives).
     async fn catch_up(&self) {
+        if self.inner.sender.receiver_count() == 0 {
+            match self.inner.store.last_event_seq().await {
+                Ok(last) => {
+                    let mut head = self.lock_head();
+                    // A subscriber that arrived meanwhile expects every event after the head
+                    // it was given: then publish instead.
+                    if self.inner.sender.receiver_count() == 0 {
+                        *head = last;
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the event log; retrying");
+                    return;
+                }
+            }
+        }
         loop {
             let after = *self.lock_head();
             let query = EventQuery {

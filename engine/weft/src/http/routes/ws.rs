@@ -525,14 +525,11 @@ impl Connection {
                 Message::Text(Utf8Bytes::from(agent_json(change).to_string()))
             }
             (LiveEvent::Agent(change), Format::Protobuf) => {
-                let mut agent = serde_json::to_value(&change.agent).unwrap_or(Value::Null);
-                if let (Some(reason), Value::Object(map)) = (&change.reason, &mut agent) {
-                    map.insert("reason".into(), Value::String(reason.clone()));
-                }
                 let message = pb::ServerMessage {
                     message: Some(pb::server_message::Message::Agent(pb::AgentEvent {
                         kind: change.kind.to_string(),
-                        agent_json: agent.to_string(),
+                        agent_json: json!(change.agent).to_string(),
+                        reason: change.reason.clone(),
                     })),
                 };
                 Message::Binary(Bytes::from(message.encode_to_vec()))
@@ -617,11 +614,12 @@ impl Connection {
 }
 
 fn agent_json(change: &AgentChange) -> Value {
-    let mut frame = json!({"type": "agent", "kind": change.kind, "agent": change.agent});
-    if let (Some(reason), Value::Object(map)) = (&change.reason, &mut frame) {
-        map.insert("reason".into(), Value::String(reason.clone()));
+    match &change.reason {
+        Some(reason) => {
+            json!({"type": "agent", "kind": change.kind, "agent": change.agent, "reason": reason})
+        }
+        None => json!({"type": "agent", "kind": change.kind, "agent": change.agent}),
     }
-    frame
 }
 
 #[cfg(test)]
