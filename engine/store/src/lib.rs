@@ -48,9 +48,10 @@ pub use records::{
     PluginRecord, TokenRecord,
 };
 pub use runs::{
-    AttemptRecord, ClaimedStep, EventQuery, EventRecord, EventScope, LeaseGuard, NewEvent, NewRun,
-    NewStep, ParentRef, QueueStats, RunChanges, RunQuery, RunRecord, RunStatus, RunTransaction,
-    RunUpdate, ScopedEvent, SignalRecord, StepPhase, StepRecord, StepStatus, StepUpdate,
+    AttemptRecord, ClaimRequest, ClaimedStep, EventQuery, EventRecord, EventScope, LeaseGuard,
+    NewEvent, NewRun, NewStep, ParentRef, QueueStats, RunChanges, RunQuery, RunRecord, RunStatus,
+    RunTransaction, RunUpdate, ScopedEvent, SignalRecord, StepPhase, StepRecord, StepStatus,
+    StepUpdate,
 };
 
 /// The database engine behind a [`Store`].

@@ -343,6 +343,17 @@ pub struct RunChanges {
     pub consume_signals: Vec<Uuid>,
 }
 
+/// Claim due steps at the end of a transition ([`RunTransaction::apply_and_claim`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimRequest {
+    /// The replica claiming (its lease owner id).
+    pub owner: String,
+    /// How long the claims last without renewal.
+    pub lease: std::time::Duration,
+    /// At most this many steps.
+    pub limit: u32,
+}
+
 /// A signal posted to a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SignalRecord {
@@ -404,6 +415,16 @@ pub trait RunTransaction: Send {
     ///    step was still executing (`post_signal` wakes only `waiting` steps) is not missed;
     /// 9. events, in order; returned with their sequence numbers.
     async fn apply(self: Box<Self>, changes: RunChanges) -> Result<Vec<EventRecord>, StoreError>;
+    /// [`RunTransaction::apply`], then, before the commit, claim up to `claim.limit` due steps
+    /// (of any run, oldest due first) for `claim.owner` exactly as [`crate::Store::claim_steps`]
+    /// does, their `step.started` events after the changes' events. The replica that records a
+    /// transition goes on with the work that is ready (often the successors it just made
+    /// ready) without another transaction, and without jumping ahead of older ready work.
+    async fn apply_and_claim(
+        self: Box<Self>,
+        changes: RunChanges,
+        claim: ClaimRequest,
+    ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError>;
     /// Abandon without writing.
     async fn rollback(self: Box<Self>) -> Result<(), StoreError>;
 }

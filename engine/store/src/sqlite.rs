@@ -6,6 +6,7 @@
 mod runs;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,6 +17,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
+use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 use uuid::fmt::Hyphenated;
 
@@ -56,6 +58,10 @@ macro_rules! plugin_columns {
 
 pub(crate) struct SqliteStore {
     pool: SqlitePool,
+    /// This process's writers take turns here (first come, first served) before they write:
+    /// SQLite admits one writer at a time, and writers that meet in its busy handler sleep
+    /// (1 ms, 2 ms, ... 100 ms) instead of queueing.
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -101,7 +107,14 @@ impl SqliteStore {
         };
         Ok(SqliteStore {
             pool: pool_options.connect_lazy_with(options),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
         })
+    }
+
+    /// Wait for this process's turn to write (see [`SqliteStore::writer`]). Take it before a
+    /// connection, never while holding one: a read holding a connection never waits for it.
+    async fn write_turn(&self) -> OwnedMutexGuard<()> {
+        self.writer.clone().lock_owned().await
     }
 
     async fn definition_by_id(&self, id: Uuid) -> Result<Option<DefinitionRecord>, StoreError> {
@@ -245,6 +258,7 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         SQLITE_MIGRATOR
             .run(&self.pool)
             .await
@@ -277,6 +291,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_definition(&self, new: NewDefinition) -> Result<DefinitionRecord, StoreError> {
+        let _turn = self.write_turn().await;
         let at = now();
         let record = DefinitionRecord {
             id: new_id(),
@@ -375,6 +390,7 @@ impl Store for SqliteStore {
         id: Uuid,
         update: DefinitionUpdate,
     ) -> Result<DefinitionRecord, StoreError> {
+        let _turn = self.write_turn().await;
         let row = sqlx::query(concat!(
             "UPDATE workflow_definitions",
             " SET name = ?, version = ?, description = ?, spec = ?, updated_at = ?",
@@ -399,6 +415,7 @@ impl Store for SqliteStore {
     }
 
     async fn publish_definition(&self, id: Uuid) -> Result<DefinitionRecord, StoreError> {
+        let _turn = self.write_turn().await;
         let row = sqlx::query(concat!(
             "UPDATE workflow_definitions SET is_draft = 0, updated_at = ?",
             " WHERE id = ? AND is_draft = 1 RETURNING ",
@@ -420,6 +437,7 @@ impl Store for SqliteStore {
         id: Uuid,
         enabled: bool,
     ) -> Result<DefinitionRecord, StoreError> {
+        let _turn = self.write_turn().await;
         let row = sqlx::query(concat!(
             "UPDATE workflow_definitions SET is_enabled = ?, updated_at = ?",
             " WHERE id = ? RETURNING ",
@@ -438,6 +456,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_definition(&self, id: Uuid) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query("DELETE FROM workflow_definitions WHERE id = ?")
             .bind(id.hyphenated())
             .execute(&self.pool)
@@ -450,6 +469,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_token(&self, new: NewToken) -> Result<TokenRecord, StoreError> {
+        let _turn = self.write_turn().await;
         let record = TokenRecord {
             id: new_id(),
             name: new.name,
@@ -502,6 +522,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_token(&self, id: Uuid) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query("DELETE FROM api_tokens WHERE id = ?")
             .bind(id.hyphenated())
             .execute(&self.pool)
@@ -514,6 +535,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_plugin(&self, new: NewPlugin) -> Result<PluginRecord, StoreError> {
+        let _turn = self.write_turn().await;
         let (record, wasm) = new.into_record();
         let size = encode_size(record.wasm_size)?;
         // Both statements write, so the transaction holds SQLite's write lock from its first
@@ -593,6 +615,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_plugin(&self, name: &str, version: &str) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         // Writes first, so the transaction holds SQLite's write lock throughout and the
         // "unreferenced?" check below cannot race another insert.
         let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;

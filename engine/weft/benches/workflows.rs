@@ -4,17 +4,64 @@
 //! parallel `add` steps, then a join. Also: one 10-step run alone. Each on SQLite and, when
 //! reachable, PostgreSQL. Reports wall time, steps/s and step-to-step latency (p50/p99: from a
 //! step's completion to its successor's start). Run with `cargo bench -p weft --bench workflows`
-//! after `cargo xtask plugins`.
+//! after `cargo xtask plugins`. Runs are started by concurrent requests and their completion
+//! is read from the live event feed (`/api/v1/ws`), as a client would watch them.
 
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use weft::Application;
 use weft::config::Config;
 use weft_store::Backend;
 use weft_store::testing::fresh_database;
+
+/// The live event feed, subscribed to every run: which runs have completed.
+struct Feed {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    finished: std::collections::HashSet<String>,
+}
+
+impl Feed {
+    async fn connect(base: &str) -> Feed {
+        let url = format!("{}/api/v1/ws", base.replacen("http://", "ws://", 1));
+        let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("ws");
+        let subscribe = json!({"type": "subscribe", "scope": {"kind": "all"}});
+        socket
+            .send(Message::text(subscribe.to_string()))
+            .await
+            .expect("subscribe");
+        let mut feed = Feed {
+            socket,
+            finished: Default::default(),
+        };
+        assert_eq!(feed.next().await["type"], "subscribed");
+        feed
+    }
+
+    /// The next frame; a completed run is noted, a failed one stops the bench.
+    async fn next(&mut self) -> Value {
+        loop {
+            let frame = self.socket.next().await.expect("open").expect("frame");
+            let Message::Text(text) = frame else { continue };
+            let frame: Value = serde_json::from_str(text.as_str()).expect("json");
+            match frame["kind"].as_str() {
+                Some("run.completed") => {
+                    self.finished
+                        .insert(frame["runId"].as_str().expect("runId").to_string());
+                }
+                Some("run.failed" | "run.cancelled") => panic!("a run did not complete: {frame}"),
+                _ => {}
+            }
+            return frame;
+        }
+    }
+}
 
 struct Bench {
     base: String,
@@ -61,36 +108,25 @@ impl Bench {
         )
         .await;
     }
-    async fn run_all(&self, name: &str, count: usize) -> (Duration, Vec<String>) {
+    /// Start `count` runs of `name` at once (concurrent requests) and wait until the live feed
+    /// (`/api/v1/ws`, already subscribed to every run) reports each of them completed.
+    async fn run_all(&self, feed: &mut Feed, name: &str, count: usize) -> (Duration, Vec<String>) {
         let started = Instant::now();
-        let mut ids = Vec::new();
-        for _ in 0..count {
-            let run = self
-                .post(
-                    "/api/v1/workflow-instances",
-                    json!({"name": name, "input": {"value": 0}}),
-                )
-                .await;
-            ids.push(run["id"].as_str().expect("id").to_string());
+        let starts = (0..count).map(|_| {
+            self.post(
+                "/api/v1/workflow-instances",
+                json!({"name": name, "input": {"value": 0}}),
+            )
+        });
+        let ids: Vec<String> = futures_util::future::join_all(starts)
+            .await
+            .into_iter()
+            .map(|run| run["id"].as_str().expect("id").to_string())
+            .collect();
+        while !ids.iter().all(|id| feed.finished.contains(id)) {
+            feed.next().await;
         }
-        // One cheap query per poll: how many runs of this name are unfinished.
-        loop {
-            let open = self
-                .get(&format!(
-                    "/api/v1/workflow-instances?name={name}&status=RUNNING&limit=1"
-                ))
-                .await;
-            let failed = self
-                .get(&format!(
-                    "/api/v1/workflow-instances?name={name}&status=FAILED&limit=1"
-                ))
-                .await;
-            assert_eq!(failed["totalCount"], 0, "a run failed: {failed}");
-            if open["totalCount"] == 0 {
-                return (started.elapsed(), ids);
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        (started.elapsed(), ids)
     }
     /// Gaps between a step's completion and the next step's start, in ms.
     async fn gaps(&self, ids: &[String]) -> Vec<f64> {
@@ -182,13 +218,16 @@ async fn bench(backend: Backend) {
     bench.deploy(chain("w1", 10)).await;
     bench.deploy(fan("w2", 100)).await;
 
+    let mut feed = Feed::connect(&bench.base).await;
+
     // Warm-up (and the runs of each phase finish before the next phase starts).
-    bench.run_all("w1", 2).await;
-    let (single, ids) = bench.run_all("w1", 1).await;
+    bench.run_all(&mut feed, "w1", 2).await;
+    let (single, ids) = bench.run_all(&mut feed, "w1", 1).await;
     let single_gaps = bench.gaps(&ids).await;
-    let (w1, ids) = bench.run_all("w1", 100).await;
+    let (w1, ids) = bench.run_all(&mut feed, "w1", 100).await;
     let gaps = bench.gaps(&ids).await;
-    let (w2, _) = bench.run_all("w2", 1).await;
+    bench.run_all(&mut feed, "w2", 1).await;
+    let (w2, _) = bench.run_all(&mut feed, "w2", 1).await;
 
     println!(
         "{backend}: single 10-step run: {:.1} ms (step-to-step p50 {:.2} ms)",

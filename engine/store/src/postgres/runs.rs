@@ -30,9 +30,9 @@ use crate::records::{
     now, run_conflict, stale, step_conflict, terminal_run,
 };
 use crate::runs::{
-    AttemptRecord, ClaimedStep, EventQuery, EventRecord, EventScope, NewEvent, NewRun, NewStep,
-    ParentRef, RunChanges, RunQuery, RunRecord, RunTransaction, ScopedEvent, SignalRecord,
-    StepPhase, StepRecord,
+    AttemptRecord, ClaimRequest, ClaimedStep, EventQuery, EventRecord, EventScope, NewEvent,
+    NewRun, NewStep, ParentRef, RunChanges, RunQuery, RunRecord, RunTransaction, ScopedEvent,
+    SignalRecord, StepPhase, StepRecord,
 };
 use crate::{Page, StoreError};
 
@@ -343,7 +343,8 @@ async fn apply_changes(
     conn: &mut PgConnection,
     run_id: Uuid,
     mut changes: RunChanges,
-) -> Result<Vec<EventRecord>, StoreError> {
+    claim: Option<&ClaimRequest>,
+) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
     let at = now();
 
     if let Some(update) = &changes.run {
@@ -492,7 +493,18 @@ async fn apply_changes(
         .map_err(StoreError::from_sqlx)?;
     }
 
-    insert_events(conn, changes.events, at).await
+    let claimed = match claim {
+        Some(claim) => {
+            let claimed = claim_due(&mut *conn, &claim.owner, claim.lease, claim.limit, at).await?;
+            changes
+                .events
+                .extend(started_events(&claimed, &claim.owner));
+            claimed
+        }
+        None => Vec::new(),
+    };
+    let events = insert_events(conn, changes.events, at).await?;
+    Ok((events, claimed))
 }
 
 /// A run whose row this transaction holds `FOR NO KEY UPDATE`.
@@ -531,11 +543,34 @@ impl RunTransaction for PgRunTransaction {
     }
 
     async fn apply(self: Box<Self>, changes: RunChanges) -> Result<Vec<EventRecord>, StoreError> {
+        self.finish(changes, None).await.map(|(events, _)| events)
+    }
+
+    async fn apply_and_claim(
+        self: Box<Self>,
+        changes: RunChanges,
+        claim: ClaimRequest,
+    ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
+        self.finish(changes, Some(&claim)).await
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
+        self.tx.rollback().await.map_err(StoreError::from_sqlx)
+    }
+}
+
+impl PgRunTransaction {
+    /// Apply, claim if asked, commit; on any error roll back.
+    async fn finish(
+        self: Box<Self>,
+        changes: RunChanges,
+        claim: Option<&ClaimRequest>,
+    ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
         let PgRunTransaction { mut tx, run } = *self;
-        match apply_changes(&mut tx, run.id, changes).await {
-            Ok(events) => {
+        match apply_changes(&mut tx, run.id, changes, claim).await {
+            Ok(done) => {
                 tx.commit().await.map_err(StoreError::from_sqlx)?;
-                Ok(events)
+                Ok(done)
             }
             Err(e) => {
                 // Release the locks now rather than when the connection is next used.
@@ -544,10 +579,56 @@ impl RunTransaction for PgRunTransaction {
             }
         }
     }
+}
 
-    async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
-        self.tx.rollback().await.map_err(StoreError::from_sqlx)
+/// Claim up to `limit` due steps for `owner` at `at`, oldest due first, inside the caller's
+/// transaction. Rows another claim has locked are skipped, not waited for; a row that changed
+/// since the statement's snapshot is re-checked against the WHERE clause once locked. No
+/// events: the caller appends [`started_events`] (after the row locks, like every append).
+async fn claim_due(
+    conn: &mut PgConnection,
+    owner: &str,
+    lease: Duration,
+    limit: u32,
+    at: DateTime<Utc>,
+) -> Result<Vec<ClaimedStep>, StoreError> {
+    if limit == 0 {
+        return Ok(Vec::new());
     }
+    let until = lease_until(at, lease)?;
+    // SET expressions see the row as it was: `claimed_from = s.phase` keeps the old phase.
+    let rows = sqlx::query(concat!(
+        "WITH picked AS (",
+        " SELECT id, due_at FROM step_runs WHERE phase <> 'done' AND due_at <= $1",
+        " ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        ") UPDATE step_runs AS s SET phase = 'executing', status = 'RUNNING',",
+        " lease_owner = $3, due_at = $4, started_at = COALESCE(s.started_at, $1),",
+        " attempt = CASE WHEN s.phase = 'waiting' THEN s.attempt ELSE s.attempt + 1 END,",
+        " claimed_from = s.phase, updated_at = $1",
+        " FROM picked WHERE s.id = picked.id RETURNING ",
+        s_step_columns!(),
+        ", s.claimed_from, picked.due_at AS was_due"
+    ))
+    .bind(at)
+    .bind(i64::from(limit))
+    .bind(owner)
+    .bind(until)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(StoreError::from_sqlx)?;
+    let mut claimed = rows
+        .iter()
+        .map(|row| {
+            let was_due: DateTime<Utc> = row.try_get("was_due")?;
+            let claimed = ClaimedStep {
+                step: step(row)?,
+                claimed_from: decode_phase(row.try_get("claimed_from")?)?,
+            };
+            Ok((was_due, claimed))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    claimed.sort_by_key(|(was_due, c)| (*was_due, c.step.id));
+    Ok(claimed.into_iter().map(|(_, c)| c).collect())
 }
 
 impl PgStore {
@@ -673,48 +754,12 @@ impl PgStore {
             return Ok(Vec::new());
         }
         let at = now();
-        let until = lease_until(at, lease)?;
         let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
-        // One statement. Rows another claim has locked are skipped, not waited for; a row that
-        // changed since the statement's snapshot is re-checked against the WHERE clause once
-        // locked. SET expressions see the row as it was: `claimed_from = s.phase` keeps the
-        // old phase.
-        let rows = sqlx::query(concat!(
-            "WITH picked AS (",
-            " SELECT id, due_at FROM step_runs WHERE phase <> 'done' AND due_at <= $1",
-            " ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
-            ") UPDATE step_runs AS s SET phase = 'executing', status = 'RUNNING',",
-            " lease_owner = $3, due_at = $4, started_at = COALESCE(s.started_at, $1),",
-            " attempt = CASE WHEN s.phase = 'waiting' THEN s.attempt ELSE s.attempt + 1 END,",
-            " claimed_from = s.phase, updated_at = $1",
-            " FROM picked WHERE s.id = picked.id RETURNING ",
-            s_step_columns!(),
-            ", s.claimed_from, picked.due_at AS was_due"
-        ))
-        .bind(at)
-        .bind(i64::from(limit))
-        .bind(owner)
-        .bind(until)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(StoreError::from_sqlx)?;
-        if rows.is_empty() {
+        let claimed = claim_due(&mut tx, owner, lease, limit, at).await?;
+        if claimed.is_empty() {
             tx.rollback().await.map_err(StoreError::from_sqlx)?;
             return Ok(Vec::new());
         }
-        let mut claimed = rows
-            .iter()
-            .map(|row| {
-                let was_due: DateTime<Utc> = row.try_get("was_due")?;
-                let claimed = ClaimedStep {
-                    step: step(row)?,
-                    claimed_from: decode_phase(row.try_get("claimed_from")?)?,
-                };
-                Ok((was_due, claimed))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        claimed.sort_by_key(|(was_due, c)| (*was_due, c.step.id));
-        let claimed: Vec<ClaimedStep> = claimed.into_iter().map(|(_, c)| c).collect();
         // Taken after the step row locks, like every event append (module docs).
         insert_events(&mut tx, started_events(&claimed, owner), at).await?;
         tx.commit().await.map_err(StoreError::from_sqlx)?;

@@ -23,9 +23,9 @@ use crate::records::{
     now, run_conflict, stale, step_conflict, terminal_run,
 };
 use crate::runs::{
-    AttemptRecord, ClaimedStep, EventQuery, EventRecord, EventScope, NewEvent, NewRun, NewStep,
-    ParentRef, RunChanges, RunQuery, RunRecord, RunTransaction, ScopedEvent, SignalRecord,
-    StepPhase, StepRecord,
+    AttemptRecord, ClaimRequest, ClaimedStep, EventQuery, EventRecord, EventScope, NewEvent,
+    NewRun, NewStep, ParentRef, RunChanges, RunQuery, RunRecord, RunTransaction, ScopedEvent,
+    SignalRecord, StepPhase, StepRecord,
 };
 use crate::{Page, StoreError};
 
@@ -321,7 +321,8 @@ async fn apply_changes(
     conn: &mut SqliteConnection,
     run_id: Uuid,
     mut changes: RunChanges,
-) -> Result<Vec<EventRecord>, StoreError> {
+    claim: Option<&ClaimRequest>,
+) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
     let at = now();
     let at_text = encode_time(&at);
 
@@ -474,13 +475,26 @@ async fn apply_changes(
         .map_err(StoreError::from_sqlx)?;
     }
 
-    insert_events(conn, changes.events, at).await
+    let claimed = match claim {
+        Some(claim) => {
+            let claimed = claim_due(&mut *conn, &claim.owner, claim.lease, claim.limit, at).await?;
+            changes
+                .events
+                .extend(started_events(&claimed, &claim.owner));
+            claimed
+        }
+        None => Vec::new(),
+    };
+    let events = insert_events(conn, changes.events, at).await?;
+    Ok((events, claimed))
 }
 
 /// A run locked by `BEGIN IMMEDIATE` (the database's write lock).
 struct SqliteRunTransaction {
     tx: Transaction<'static, Sqlite>,
     run: RunRecord,
+    /// This process's write turn, held until the transaction ends (dropped after `tx`).
+    _turn: tokio::sync::OwnedMutexGuard<()>,
 }
 
 #[async_trait]
@@ -513,11 +527,34 @@ impl RunTransaction for SqliteRunTransaction {
     }
 
     async fn apply(self: Box<Self>, changes: RunChanges) -> Result<Vec<EventRecord>, StoreError> {
-        let SqliteRunTransaction { mut tx, run } = *self;
-        match apply_changes(&mut tx, run.id, changes).await {
-            Ok(events) => {
+        self.finish(changes, None).await.map(|(events, _)| events)
+    }
+
+    async fn apply_and_claim(
+        self: Box<Self>,
+        changes: RunChanges,
+        claim: ClaimRequest,
+    ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
+        self.finish(changes, Some(&claim)).await
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
+        self.tx.rollback().await.map_err(StoreError::from_sqlx)
+    }
+}
+
+impl SqliteRunTransaction {
+    /// Apply, claim if asked, commit; on any error roll back.
+    async fn finish(
+        self: Box<Self>,
+        changes: RunChanges,
+        claim: Option<&ClaimRequest>,
+    ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
+        let SqliteRunTransaction { mut tx, run, _turn } = *self;
+        match apply_changes(&mut tx, run.id, changes, claim).await {
+            Ok(done) => {
                 tx.commit().await.map_err(StoreError::from_sqlx)?;
-                Ok(events)
+                Ok(done)
             }
             Err(e) => {
                 // Release the write lock now rather than when the connection is next used.
@@ -526,10 +563,68 @@ impl RunTransaction for SqliteRunTransaction {
             }
         }
     }
+}
 
-    async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
-        self.tx.rollback().await.map_err(StoreError::from_sqlx)
+/// Claim up to `limit` due steps for `owner` at `at`, oldest due first (inside the caller's
+/// write transaction). No events: the caller appends [`started_events`].
+async fn claim_due(
+    conn: &mut SqliteConnection,
+    owner: &str,
+    lease: Duration,
+    limit: u32,
+    at: DateTime<Utc>,
+) -> Result<Vec<ClaimedStep>, StoreError> {
+    if limit == 0 {
+        return Ok(Vec::new());
     }
+    let until = lease_until(at, lease)?;
+    let at_text = encode_time(&at);
+    let picked: Vec<Hyphenated> = sqlx::query_scalar(
+        "SELECT id FROM step_runs WHERE phase <> 'done' AND due_at <= ? \
+         ORDER BY due_at, id LIMIT ?",
+    )
+    .bind(&at_text)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(StoreError::from_sqlx)?;
+    if picked.is_empty() {
+        return Ok(Vec::new());
+    }
+    let order: HashMap<Uuid, usize> = picked
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.into_uuid(), i))
+        .collect();
+    // SET expressions see the row as it was: `claimed_from = phase` keeps the old phase.
+    let rows = sqlx::query(concat!(
+        "UPDATE step_runs SET phase = 'executing', status = 'RUNNING', lease_owner = ?, ",
+        "due_at = ?, started_at = COALESCE(started_at, ?), ",
+        "attempt = CASE WHEN phase = 'waiting' THEN attempt ELSE attempt + 1 END, ",
+        "claimed_from = phase, updated_at = ? ",
+        "WHERE id IN (SELECT value FROM json_each(?)) RETURNING ",
+        step_columns!(),
+        ", claimed_from"
+    ))
+    .bind(owner)
+    .bind(encode_time(&until))
+    .bind(&at_text)
+    .bind(&at_text)
+    .bind(id_list(order.keys().copied()))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(StoreError::from_sqlx)?;
+    let mut claimed = rows
+        .iter()
+        .map(|row| {
+            Ok(ClaimedStep {
+                step: step(row)?,
+                claimed_from: decode_phase(row.try_get("claimed_from")?)?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    claimed.sort_by_key(|c| order.get(&c.step.id).copied());
+    Ok(claimed)
 }
 
 impl SqliteStore {
@@ -558,6 +653,7 @@ impl SqliteStore {
         new: NewRun,
         events: Vec<NewEvent>,
     ) -> Result<(RunRecord, bool), StoreError> {
+        let _turn = self.write_turn().await;
         let at = now();
         let key = new.idempotency_key.clone();
         // The first statement writes: the transaction holds the write lock from there on.
@@ -662,56 +758,14 @@ impl SqliteStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        let _turn = self.write_turn().await;
         let at = now();
-        let until = lease_until(at, lease)?;
-        let at_text = encode_time(&at);
         let mut tx = self.immediate().await?;
-        let picked: Vec<Hyphenated> = sqlx::query_scalar(
-            "SELECT id FROM step_runs WHERE phase <> 'done' AND due_at <= ? \
-             ORDER BY due_at, id LIMIT ?",
-        )
-        .bind(&at_text)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(StoreError::from_sqlx)?;
-        if picked.is_empty() {
+        let claimed = claim_due(&mut tx, owner, lease, limit, at).await?;
+        if claimed.is_empty() {
             tx.rollback().await.map_err(StoreError::from_sqlx)?;
             return Ok(Vec::new());
         }
-        let order: HashMap<Uuid, usize> = picked
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.into_uuid(), i))
-            .collect();
-        // SET expressions see the row as it was: `claimed_from = phase` keeps the old phase.
-        let rows = sqlx::query(concat!(
-            "UPDATE step_runs SET phase = 'executing', status = 'RUNNING', lease_owner = ?, ",
-            "due_at = ?, started_at = COALESCE(started_at, ?), ",
-            "attempt = CASE WHEN phase = 'waiting' THEN attempt ELSE attempt + 1 END, ",
-            "claimed_from = phase, updated_at = ? ",
-            "WHERE id IN (SELECT value FROM json_each(?)) RETURNING ",
-            step_columns!(),
-            ", claimed_from"
-        ))
-        .bind(owner)
-        .bind(encode_time(&until))
-        .bind(&at_text)
-        .bind(&at_text)
-        .bind(id_list(order.keys().copied()))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(StoreError::from_sqlx)?;
-        let mut claimed = rows
-            .iter()
-            .map(|row| {
-                Ok(ClaimedStep {
-                    step: step(row)?,
-                    claimed_from: decode_phase(row.try_get("claimed_from")?)?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        claimed.sort_by_key(|c| order.get(&c.step.id).copied());
         insert_events(&mut tx, started_events(&claimed, owner), at).await?;
         tx.commit().await.map_err(StoreError::from_sqlx)?;
         Ok(claimed)
@@ -723,6 +777,7 @@ impl SqliteStore {
         ids: &[Uuid],
         lease: Duration,
     ) -> Result<Vec<Uuid>, StoreError> {
+        let _turn = self.write_turn().await;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -747,6 +802,7 @@ impl SqliteStore {
     }
 
     pub(super) async fn release_leases_impl(&self, owner: &str) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
         let at = encode_time(&now());
         let done = sqlx::query(
             "UPDATE step_runs SET phase = 'queued', status = 'PENDING', due_at = ?, \
@@ -762,6 +818,7 @@ impl SqliteStore {
     }
 
     pub(super) async fn reset_executing_impl(&self) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
         let at = encode_time(&now());
         let done = sqlx::query(
             "UPDATE step_runs SET phase = 'queued', status = 'PENDING', due_at = ?, \
@@ -805,9 +862,14 @@ impl SqliteStore {
         &self,
         run_id: Uuid,
     ) -> Result<Box<dyn RunTransaction>, StoreError> {
+        let turn = self.write_turn().await;
         let mut tx = self.immediate().await?;
         match run_by_id(&mut tx, run_id).await? {
-            Some(run) => Ok(Box::new(SqliteRunTransaction { tx, run })),
+            Some(run) => Ok(Box::new(SqliteRunTransaction {
+                tx,
+                run,
+                _turn: turn,
+            })),
             None => {
                 tx.rollback().await.map_err(StoreError::from_sqlx)?;
                 Err(StoreError::NotFound)
@@ -821,6 +883,7 @@ impl SqliteStore {
         name: &str,
         payload: Value,
     ) -> Result<SignalRecord, StoreError> {
+        let _turn = self.write_turn().await;
         let at = now();
         let at_text = encode_time(&at);
         let record = SignalRecord {
@@ -955,6 +1018,7 @@ impl SqliteStore {
         cap: Option<u32>,
         entry_step_id: &str,
     ) -> Result<Vec<Uuid>, StoreError> {
+        let _turn = self.write_turn().await;
         let at = now();
         let at_text = encode_time(&at);
         // The write lock serialises admissions (one process owns the file).

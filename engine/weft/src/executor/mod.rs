@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -173,6 +173,12 @@ struct Shared {
     slots: Arc<Semaphore>,
     metrics: Metrics,
     traces: Traces,
+    /// Cancelled when the dispatcher stops: no step is claimed after it.
+    stopping: CancellationToken,
+    /// Steps claimed by a transition beyond the one its task goes on with: the dispatcher
+    /// spawns them.
+    handoff: mpsc::UnboundedSender<worker::Job>,
+    handoff_rx: Mutex<Option<mpsc::UnboundedReceiver<worker::Job>>>,
 }
 
 /// A handle on the executor. Cheap to clone.
@@ -193,6 +199,7 @@ impl Executor {
     ) -> Executor {
         let owner = format!("weft-{}-{}", std::process::id(), Uuid::new_v4().simple());
         let slots = Arc::new(Semaphore::new(options.max_concurrent_steps.max(1)));
+        let (handoff, handoff_rx) = mpsc::unbounded_channel();
         Executor {
             shared: Arc::new(Shared {
                 store,
@@ -206,6 +213,9 @@ impl Executor {
                 slots,
                 metrics,
                 traces,
+                stopping: CancellationToken::new(),
+                handoff,
+                handoff_rx: Mutex::new(Some(handoff_rx)),
             }),
         }
     }
@@ -278,9 +288,14 @@ impl Executor {
         Ok(())
     }
 
-    /// Wake the dispatcher: new work may be ready.
+    /// Wake the dispatcher: new work may be ready. Also [`Executor::notify_commit`].
     pub fn notify(&self) {
         self.shared.wake.notify_one();
+        self.notify_commit();
+    }
+
+    /// Something was committed (the live event feed reads it).
+    fn notify_commit(&self) {
         if let Some(on_commit) = &self.shared.options.on_commit {
             on_commit.notify_one();
         }
@@ -366,16 +381,52 @@ impl Executor {
         Ok(())
     }
 
+    /// Run `job` and then, in the same task, the first step its transition claimed (and so
+    /// on); further claimed steps go to the dispatcher to be spawned.
+    async fn run_chain(self, job: worker::Job) {
+        let mut next = Some(job);
+        while let Some(job) = next.take() {
+            let id = job.claimed.step.id;
+            let mut claimed = worker::execute(&self, job).await.into_iter();
+            self.shared.in_flight.remove(id);
+            next = claimed.next();
+            for job in claimed {
+                if let Err(mpsc::error::SendError(job)) = self.shared.handoff.send(job) {
+                    // The dispatcher is gone: the claim is released with the others.
+                    self.shared.in_flight.remove(job.claimed.step.id);
+                }
+            }
+        }
+        // A slot is free: the dispatcher may have ready work waiting for one.
+        self.shared.wake.notify_one();
+    }
+
+    fn spawn_job(&self, steps: &mut JoinSet<()>, job: worker::Job) {
+        steps.spawn(self.clone().run_chain(job));
+    }
+
     async fn dispatch(self, shutdown: CancellationToken) {
         let shared = &self.shared;
         let mut steps = JoinSet::new();
+        let Some(mut handoff) = shared
+            .handoff_rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        else {
+            tracing::error!("the executor was started twice");
+            return;
+        };
         tracing::info!(owner = %shared.owner, "executor started");
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
-            // Reap finished step tasks.
+            // Reap finished step tasks, spawn handed-over steps.
             while steps.try_join_next().is_some() {}
+            while let Ok(job) = handoff.try_recv() {
+                self.spawn_job(&mut steps, job);
+            }
             let free = shared.slots.available_permits();
             let mut claimed_full = false;
             if free > 0 {
@@ -391,15 +442,16 @@ impl Executor {
                             let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
                                 break;
                             };
-                            let token = shared.in_flight.insert(step.step.id, step.step.run_id);
-                            let this = self.clone();
-                            steps.spawn(async move {
-                                let id = step.step.id;
-                                worker::execute(&this, step, token).await;
-                                this.shared.in_flight.remove(id);
-                                drop(permit);
-                                this.notify();
-                            });
+                            let cancel = shared.in_flight.insert(step.step.id, step.step.run_id);
+                            self.spawn_job(
+                                &mut steps,
+                                worker::Job {
+                                    claimed: step,
+                                    permit,
+                                    cancel,
+                                    context: None,
+                                },
+                            );
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "claiming steps failed; retrying"),
@@ -422,6 +474,7 @@ impl Executor {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = shared.wake.notified() => {}
+                    Some(job) = handoff.recv() => self.spawn_job(&mut steps, job),
                     () = tokio::time::sleep(Duration::from_millis(20)) => {}
                 }
                 continue;
@@ -429,11 +482,14 @@ impl Executor {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = shared.wake.notified() => {}
+                Some(job) = handoff.recv() => self.spawn_job(&mut steps, job),
                 () = tokio::time::sleep(sleep) => {}
                 Some(_) = steps.join_next(), if !steps.is_empty() => {}
             }
         }
-        // Shutdown: let in-flight steps finish within the bound, then interrupt and release.
+        // Shutdown: claim nothing more; let in-flight steps finish within the bound, then
+        // interrupt and release. Steps claimed but not started are released with the rest.
+        shared.stopping.cancel();
         tracing::info!(in_flight = steps.len(), "executor stopping");
         let finished = tokio::time::timeout(Duration::from_secs(5), async {
             while steps.join_next().await.is_some() {}
@@ -443,6 +499,10 @@ impl Executor {
             shared.in_flight.cancel_all();
             steps.abort_all();
             while steps.join_next().await.is_some() {}
+        }
+        handoff.close();
+        while let Ok(job) = handoff.try_recv() {
+            shared.in_flight.remove(job.claimed.step.id);
         }
         match shared.store.release_leases(&shared.owner).await {
             Ok(0) => {}

@@ -6,14 +6,15 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use weft_domain::expression::Expression;
 use weft_domain::{DefinitionSpec, StepDefinition, StepType};
 use weft_runtime::StepContext;
 use weft_store::{
-    ClaimedStep, LeaseGuard, NewRun, NewStep, ParentRef, RunRecord, RunStatus, StepPhase,
-    StoreError,
+    ClaimRequest, ClaimedStep, LeaseGuard, NewRun, NewStep, ParentRef, RunRecord, RunStatus,
+    StepPhase, StepRecord, StoreError,
 };
 
 use super::plan::{self, Claimed, Failure, Outcome, RunView};
@@ -21,19 +22,45 @@ use super::runner::TaskRequest;
 use super::{Executor, ExecutorError};
 use crate::metrics::Tally;
 
-/// Execute `claimed` and record the outcome. Errors are logged: the step's lease expires and it
-/// runs again.
-pub async fn execute(executor: &Executor, claimed: ClaimedStep, cancel: CancellationToken) {
+/// A claimed step with what it runs under.
+pub struct Job {
+    pub claimed: ClaimedStep,
+    /// Its slot of the replica's `max_concurrent_steps`.
+    pub permit: OwnedSemaphorePermit,
+    pub cancel: CancellationToken,
+    /// The run and its outputs, when the transition that claimed the step had them in hand.
+    pub context: Option<RunContext>,
+}
+
+/// What a step needs of its run to bind its input, as read inside the transition that claimed
+/// it (under the run's lock: current).
+pub struct RunContext {
+    run: RunRecord,
+    outputs: Map<String, Value>,
+}
+
+/// Execute `job` and record the outcome; return the steps claimed in the same transaction
+/// (see [`record`]). Errors are logged: the step's lease expires and it runs again.
+pub async fn execute(executor: &Executor, job: Job) -> Vec<Job> {
+    let Job {
+        claimed,
+        permit,
+        cancel,
+        context,
+    } = job;
     let step_row = claimed.step.id;
     let run_id = claimed.step.run_id;
     let step_id = claimed.step.step_id.clone();
-    match execute_inner(executor, claimed, cancel).await {
-        Ok(()) => {}
+    let mut permit = Some(permit);
+    match execute_inner(executor, claimed, cancel, context, &mut permit).await {
+        Ok(next) => next,
         Err(ExecutorError::Store(StoreError::Stale(reason))) => {
             tracing::info!(%run_id, %step_id, %reason, "step result dropped: its lease was lost");
+            Vec::new()
         }
         Err(e) => {
             tracing::error!(%run_id, %step_id, step_row = %step_row, error = %e, "step could not be recorded; it will run again when its lease expires");
+            Vec::new()
         }
     }
 }
@@ -42,7 +69,9 @@ async fn execute_inner(
     executor: &Executor,
     claimed: ClaimedStep,
     cancel: CancellationToken,
-) -> Result<(), ExecutorError> {
+    context: Option<RunContext>,
+    permit: &mut Option<OwnedSemaphorePermit>,
+) -> Result<Vec<Job>, ExecutorError> {
     let started = Instant::now();
     let shared = &executor.shared;
     let row = claimed.step.clone();
@@ -50,28 +79,43 @@ async fn execute_inner(
         owner: shared.owner.clone(),
         attempt: row.attempt,
     };
-    // The run and its steps (for bindings), read concurrently.
-    let (run, steps) = tokio::join!(
-        shared.store.get_run(row.run_id),
-        shared.store.list_steps(row.run_id)
-    );
-    let run = run?.ok_or(ExecutorError::Store(StoreError::NotFound))?;
-    let steps = steps?;
+    // The run and the outputs so far (for bindings): handed over by the transition that
+    // claimed the step, or read (concurrently).
+    let (run, outputs) = match context {
+        Some(RunContext { run, outputs }) => (run, outputs),
+        None => {
+            let (run, steps) = tokio::join!(
+                shared.store.get_run(row.run_id),
+                shared.store.list_steps(row.run_id)
+            );
+            let run = run?.ok_or(ExecutorError::Store(StoreError::NotFound))?;
+            let outputs: Map<String, Value> = steps?
+                .into_iter()
+                .filter(|s| s.status == RunStatus::Completed)
+                .map(|s| (s.step_id, s.output.unwrap_or(Value::Null)))
+                .collect();
+            (run, outputs)
+        }
+    };
     let spec = shared.definitions.get(run.definition_id).await?;
+    let recorder = Recorder {
+        executor,
+        spec: &spec,
+        row: &row,
+        guard,
+        permit,
+    };
     let Some(step) = spec.step(&row.step_id).cloned() else {
-        return record(
-            executor,
-            &spec,
-            &row,
-            None,
-            "engine",
-            guard,
-            Outcome::Failed(Failure::fatal(
-                "unknown_step",
-                format!("the definition has no step '{}'", row.step_id),
-            )),
-        )
-        .await;
+        return recorder
+            .record(
+                None,
+                "engine",
+                Outcome::Failed(Failure::fatal(
+                    "unknown_step",
+                    format!("the definition has no step '{}'", row.step_id),
+                )),
+            )
+            .await;
     };
     if run.status.is_terminal() {
         // The run ended (cancelled, failed) after this step was queued.
@@ -87,7 +131,7 @@ async fn execute_inner(
         let tally = Tally::of(&run.definition_name, &changes, &steps);
         tx.apply(changes).await?;
         shared.metrics.record(tally);
-        return Ok(());
+        return Ok(Vec::new());
     }
 
     let span =
@@ -97,25 +141,12 @@ async fn execute_inner(
     let span_fields = (run.id, row.step_id.clone(), row.attempt);
     tracing::debug!(run_id = %span_fields.0, step_id = %span_fields.1, attempt = span_fields.2, kind = step.step_type.as_str(), from = claimed.claimed_from.as_str(), "step started");
 
-    // Inputs: the run input and the outputs of completed steps.
-    let outputs: Map<String, Value> = steps
-        .iter()
-        .filter(|s| s.status == RunStatus::Completed)
-        .map(|s| (s.step_id.clone(), s.output.clone().unwrap_or(Value::Null)))
-        .collect();
     let input = match bind_parameters(&step, &run.input, &outputs) {
         Ok(input) => input,
         Err(failure) => {
-            return record(
-                executor,
-                &spec,
-                &row,
-                None,
-                "engine",
-                guard,
-                Outcome::Failed(failure),
-            )
-            .await;
+            return recorder
+                .record(None, "engine", Outcome::Failed(failure))
+                .await;
         }
     };
     let now = Utc::now();
@@ -126,16 +157,9 @@ async fn execute_inner(
             "deadline_exceeded",
             format!("the run's deadline ({}) has passed", deadline.to_rfc3339()),
         );
-        return record(
-            executor,
-            &spec,
-            &row,
-            Some(input),
-            "engine",
-            guard,
-            Outcome::Failed(failure),
-        )
-        .await;
+        return recorder
+            .record(Some(input), "engine", Outcome::Failed(failure))
+            .await;
     }
     let (runner, outcome) = match step.step_type {
         StepType::Task => {
@@ -186,88 +210,178 @@ async fn execute_inner(
         Outcome::Failed(failure) => span.end(runner, "failed", Some(&failure.code)),
         Outcome::Parked { .. } => span.end(runner, "parked", None),
     }
-    record(executor, &spec, &row, Some(input), runner, guard, outcome).await
+    recorder.record(Some(input), runner, outcome).await
 }
 
-/// Record `outcome` in one transaction and wake the dispatcher.
-async fn record(
-    executor: &Executor,
-    spec: &Arc<DefinitionSpec>,
-    row: &weft_store::StepRecord,
-    input: Option<Value>,
-    runner: &str,
+/// Records a step's outcome (see [`Recorder::record`]).
+struct Recorder<'a> {
+    executor: &'a Executor,
+    spec: &'a Arc<DefinitionSpec>,
+    row: &'a StepRecord,
     guard: LeaseGuard,
-    outcome: Outcome,
-) -> Result<(), ExecutorError> {
-    let shared = &executor.shared;
-    let mut tx = shared.store.begin_run(row.run_id).await?;
-    let steps = tx.steps().await?;
-    let run = tx.run().clone();
-    let view = RunView {
-        spec,
-        run: &run,
-        steps: &steps,
-    };
-    // A wait step completed by a signal consumes it.
-    let is_wait = spec
-        .step(&row.step_id)
-        .is_some_and(|s| s.step_type == StepType::Wait);
-    let consumed = match &outcome {
-        Outcome::Completed(output) if is_wait => output
-            .get("signalId")
-            .and_then(Value::as_str)
-            .and_then(|id| id.parse::<Uuid>().ok()),
-        _ => None,
-    };
-    // A parked step wakes no later than the run's deadline, so the deadline is noticed.
-    let outcome = match (outcome, run.deadline_at) {
-        (
-            Outcome::Parked {
+    /// The step's slot: handed on to the first step claimed with the outcome.
+    permit: &'a mut Option<OwnedSemaphorePermit>,
+}
+
+impl Recorder<'_> {
+    /// Record `outcome` in one transaction and, in the same transaction, claim the oldest ready
+    /// steps for the slots at hand (this step's, plus a free one for each further step the
+    /// outcome made ready): usually the successors just made ready, which then run at once,
+    /// with the run as read here, and no claim or read of their own. Returns those steps.
+    async fn record(
+        self,
+        input: Option<Value>,
+        runner: &str,
+        outcome: Outcome,
+    ) -> Result<Vec<Job>, ExecutorError> {
+        let Recorder {
+            executor,
+            spec,
+            row,
+            guard,
+            permit,
+        } = self;
+        let shared = &executor.shared;
+        let mut tx = shared.store.begin_run(row.run_id).await?;
+        let steps = tx.steps().await?;
+        let run = tx.run().clone();
+        let view = RunView {
+            spec,
+            run: &run,
+            steps: &steps,
+        };
+        // A wait step completed by a signal consumes it.
+        let is_wait = spec
+            .step(&row.step_id)
+            .is_some_and(|s| s.step_type == StepType::Wait);
+        let consumed = match &outcome {
+            Outcome::Completed(output) if is_wait => output
+                .get("signalId")
+                .and_then(Value::as_str)
+                .and_then(|id| id.parse::<Uuid>().ok()),
+            _ => None,
+        };
+        // A parked step wakes no later than the run's deadline, so the deadline is noticed.
+        let outcome = match (outcome, run.deadline_at) {
+            (
+                Outcome::Parked {
+                    wait,
+                    due_at,
+                    start_runs,
+                },
+                Some(deadline),
+            ) => Outcome::Parked {
                 wait,
-                due_at,
+                due_at: Some(due_at.map_or(deadline, |d| d.min(deadline))),
                 start_runs,
             },
-            Some(deadline),
-        ) => Outcome::Parked {
-            wait,
-            due_at: Some(due_at.map_or(deadline, |d| d.min(deadline))),
-            start_runs,
-        },
-        (outcome, _) => outcome,
-    };
-    let mut changes = plan::step_outcome(
-        &view,
-        &Claimed {
-            row,
-            input,
-            runner,
-            guard,
-        },
-        outcome,
-        Utc::now(),
-    );
-    changes.consume_signals.extend(consumed);
-    let finished_run = changes.run.as_ref().map(|r| r.status);
-    let tally = Tally::of(&run.definition_name, &changes, &steps);
-    tx.apply(changes).await?;
-    shared.metrics.record(tally);
-    if let Some(status) = finished_run {
-        tracing::info!(run_id = %run.id, status = status.as_str(), "run finished");
-        if status.is_terminal() {
-            shared.traces.run_ended(&run, status);
-            executor.interrupt_run(run.id);
-            // A slot of its definition's `maxConcurrentRuns` may have freed up.
-            executor.notify_admission();
+            (outcome, _) => outcome,
+        };
+        let now = Utc::now();
+        let mut changes = plan::step_outcome(
+            &view,
+            &Claimed {
+                row,
+                input,
+                runner,
+                guard,
+            },
+            outcome,
+            now,
+        );
+        changes.consume_signals.extend(consumed);
+        let finished_run = changes.run.as_ref().map(|r| r.status);
+        let tally = Tally::of(&run.definition_name, &changes, &steps);
+        // A timer set later than now: the dispatcher must look again at when to wake.
+        let timer = changes.step_updates.iter().any(|u| {
+            matches!(u.phase, StepPhase::Queued | StepPhase::Waiting)
+                && u.due_at.is_some_and(|d| d > now)
+        }) || !changes.new_runs.is_empty();
+        let own_output = changes
+            .step_updates
+            .iter()
+            .find(|u| u.id == row.id && u.status == RunStatus::Completed)
+            .and_then(|u| u.output.clone());
+
+        let mut permits: Vec<OwnedSemaphorePermit> = Vec::new();
+        if !shared.stopping.is_cancelled() {
+            permits.extend(permit.take());
+            for _ in 1..changes.new_steps.len() {
+                match shared.slots.clone().try_acquire_owned() {
+                    Ok(extra) => permits.push(extra),
+                    Err(_) => break,
+                }
+            }
         }
-        if matches!(status, RunStatus::Failed | RunStatus::Cancelled) {
-            // Child runs still going have no one to report to any more.
-            executor
-                .cancel_tree(run.id, "the parent run ended", false)
-                .await?;
+        let limit = u32::try_from(permits.len()).unwrap_or(u32::MAX);
+        let claimed = if limit == 0 {
+            tx.apply(changes).await?;
+            Vec::new()
+        } else {
+            let request = ClaimRequest {
+                owner: shared.owner.clone(),
+                lease: shared.options.lease,
+                limit,
+            };
+            tx.apply_and_claim(changes, request).await?.1
+        };
+        shared.metrics.record(tally);
+        if let Some(status) = finished_run {
+            tracing::info!(run_id = %run.id, status = status.as_str(), "run finished");
+            if status.is_terminal() {
+                shared.traces.run_ended(&run, status);
+                executor.interrupt_run(run.id);
+                // A slot of its definition's `maxConcurrentRuns` may have freed up.
+                executor.notify_admission();
+            }
+            if matches!(status, RunStatus::Failed | RunStatus::Cancelled) {
+                // Child runs still going have no one to report to any more.
+                executor
+                    .cancel_tree(run.id, "the parent run ended", false)
+                    .await?;
+            }
         }
+        // More may be ready than was claimed here, or a timer moved: the dispatcher looks.
+        if limit == 0 || claimed.len() == permits.len() || timer {
+            executor.notify();
+        } else {
+            executor.notify_commit();
+        }
+
+        // Steps of this run go on with the run as read here (under its lock) and the output
+        // just recorded; others read theirs.
+        let mut outputs: Option<Map<String, Value>> = None;
+        let jobs = claimed
+            .into_iter()
+            .zip(permits)
+            .map(|(claimed, permit)| {
+                let context =
+                    (claimed.step.run_id == run.id && finished_run.is_none()).then(|| {
+                        let outputs = outputs.get_or_insert_with(|| {
+                            let mut outputs = view.outputs();
+                            if let Some(output) = &own_output {
+                                outputs.insert(row.step_id.clone(), output.clone());
+                            }
+                            outputs
+                        });
+                        RunContext {
+                            run: run.clone(),
+                            outputs: outputs.clone(),
+                        }
+                    });
+                let cancel = shared
+                    .in_flight
+                    .insert(claimed.step.id, claimed.step.run_id);
+                Job {
+                    claimed,
+                    permit,
+                    cancel,
+                    context,
+                }
+            })
+            .collect();
+        Ok(jobs)
     }
-    executor.notify();
-    Ok(())
 }
 
 /// The step's input from its parameter bindings.

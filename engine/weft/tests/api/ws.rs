@@ -330,7 +330,10 @@ both_backends!(
         )
         .await;
         assert_eq!(next_json(&mut fast).await["type"], "subscribed");
-        const SIGNALS: usize = 24;
+        // 40 MiB: more than the kernel buffers between the server and a client that does not
+        // read (the client's receive buffer may autotune up to `tcp_rmem`'s 32 MiB maximum),
+        // so the server's sends to the slow client must block.
+        const SIGNALS: usize = 160;
         let reader = tokio::spawn(async move {
             let mut received = Vec::new();
             while received.len() < SIGNALS {
@@ -360,7 +363,12 @@ both_backends!(
         // where to resume.
         let mut close = None;
         let mut slow_events = 0;
+        let give_up = tokio::time::Instant::now() + FRAME_WAIT;
         while close.is_none() {
+            assert!(
+                tokio::time::Instant::now() < give_up,
+                "no close frame after {slow_events} events"
+            );
             match tokio::time::timeout(FRAME_WAIT, slow.next()).await {
                 Ok(Some(Ok(Message::Close(frame)))) => close = Some(frame),
                 Ok(Some(Ok(Message::Text(_)))) => slow_events += 1,
