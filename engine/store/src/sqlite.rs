@@ -94,7 +94,11 @@ impl SqliteStore {
         })
         .await?;
 
-        let pool_options = SqlitePoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
+        // A local file: no connection goes stale, so no ping before each use (a round trip to
+        // the connection's thread).
+        let pool_options = SqlitePoolOptions::new()
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false);
         let pool_options = if in_memory {
             // The database lives as long as one connection to it: keep exactly one, forever.
             pool_options

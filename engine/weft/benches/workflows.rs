@@ -252,6 +252,14 @@ async fn bench(backend: Backend) {
 
 #[tokio::main]
 async fn main() {
-    bench(Backend::Sqlite).await;
-    bench(Backend::Postgres).await;
+    // `cargo bench -p weft --bench workflows -- sqlite` runs one backend.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        if only.is_empty() || only.iter().any(|o| *o == backend.to_string()) {
+            bench(backend).await;
+        }
+    }
 }

@@ -234,23 +234,43 @@ async fn insert_steps(
     steps: &[NewStep],
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    for new in steps {
-        sqlx::query(
-            "INSERT INTO step_runs \
-             (id, run_id, step_id, status, phase, attempt, due_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, 'PENDING', 'queued', 0, $4, $5, $5)",
-        )
-        .bind(new.id)
-        .bind(run_id)
-        .bind(&new.step_id)
-        .bind(new.due_at)
-        .bind(at)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| {
-            StoreError::from_sqlx_unique(e, step_conflict(run_id, &new.step_id, new.id))
-        })?;
+    if steps.is_empty() {
+        return Ok(());
     }
+    let ids: Vec<Uuid> = steps.iter().map(|s| s.id).collect();
+    let step_ids: Vec<&str> = steps.iter().map(|s| s.step_id.as_str()).collect();
+    let due: Vec<DateTime<Utc>> = steps.iter().map(|s| s.due_at).collect();
+    // One statement for all (a fork readies many).
+    sqlx::query(
+        "INSERT INTO step_runs \
+         (id, run_id, step_id, status, phase, attempt, due_at, created_at, updated_at) \
+         SELECT s.id, $4, s.step_id, 'PENDING', 'queued', 0, s.due_at, $5, $5 \
+         FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS s (id, step_id, due_at)",
+    )
+    .bind(&ids)
+    .bind(&step_ids)
+    .bind(&due)
+    .bind(run_id)
+    .bind(at)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| match steps {
+        [one] => StoreError::from_sqlx_unique(e, step_conflict(run_id, &one.step_id, one.id)),
+        _ => {
+            let names = step_ids
+                .iter()
+                .map(|n| format!("{n:?}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            StoreError::from_sqlx_unique(e, |what| {
+                if what.contains("step_id") || what.contains("run_step") {
+                    format!("run {run_id} already has one of the steps {names}")
+                } else {
+                    format!("one of the step row ids {ids:?} exists")
+                }
+            })
+        }
+    })?;
     Ok(())
 }
 

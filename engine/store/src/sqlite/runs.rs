@@ -5,7 +5,6 @@
 //! it read cannot change before it writes. Lists of ids are bound as one JSON array and read
 //! back with `json_each`, so every statement stays a literal.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -235,24 +234,72 @@ async fn insert_steps(
     steps: &[NewStep],
     at: &str,
 ) -> Result<(), StoreError> {
-    for new in steps {
-        sqlx::query(
-            "INSERT INTO step_runs \
-             (id, run_id, step_id, status, phase, attempt, due_at, created_at, updated_at) \
-             VALUES (?, ?, ?, 'PENDING', 'queued', 0, ?, ?, ?)",
-        )
-        .bind(new.id.hyphenated())
-        .bind(run_id.hyphenated())
-        .bind(&new.step_id)
-        .bind(encode_time(&new.due_at))
-        .bind(at)
-        .bind(at)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| {
-            StoreError::from_sqlx_unique(e, step_conflict(run_id, &new.step_id, new.id))
-        })?;
+    match steps {
+        [] => return Ok(()),
+        [one] => return insert_step(conn, run_id, one, at).await,
+        _ => {}
     }
+    // One statement for all (a fork readies many); a duplicate is found row by row below (a
+    // failed statement changes nothing in SQLite, the transaction goes on).
+    let rows = Value::Array(
+        steps
+            .iter()
+            .map(|s| {
+                json!([
+                    s.id.hyphenated().to_string(),
+                    s.step_id,
+                    encode_time(&s.due_at)
+                ])
+            })
+            .collect(),
+    );
+    let done = sqlx::query(
+        "INSERT INTO step_runs \
+         (id, run_id, step_id, status, phase, attempt, due_at, created_at, updated_at) \
+         SELECT value ->> 0, ?, value ->> 1, 'PENDING', 'queued', 0, value ->> 2, ?, ? \
+         FROM json_each(?) ORDER BY key",
+    )
+    .bind(run_id.hyphenated())
+    .bind(at)
+    .bind(at)
+    .bind(rows.to_string())
+    .execute(&mut *conn)
+    .await;
+    match done {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_database_error()
+                .is_some_and(|d| d.is_unique_violation()) =>
+        {
+            for new in steps {
+                insert_step(conn, run_id, new, at).await?;
+            }
+            Err(StoreError::from_sqlx(e))
+        }
+        Err(e) => Err(StoreError::from_sqlx(e)),
+    }
+}
+
+async fn insert_step(
+    conn: &mut SqliteConnection,
+    run_id: Uuid,
+    new: &NewStep,
+    at: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO step_runs \
+         (id, run_id, step_id, status, phase, attempt, due_at, created_at, updated_at) \
+         VALUES (?, ?, ?, 'PENDING', 'queued', 0, ?, ?, ?)",
+    )
+    .bind(new.id.hyphenated())
+    .bind(run_id.hyphenated())
+    .bind(&new.step_id)
+    .bind(encode_time(&new.due_at))
+    .bind(at)
+    .bind(at)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| StoreError::from_sqlx_unique(e, step_conflict(run_id, &new.step_id, new.id)))?;
     Ok(())
 }
 
@@ -261,30 +308,40 @@ async fn insert_events(
     events: Vec<NewEvent>,
     at: DateTime<Utc>,
 ) -> Result<Vec<EventRecord>, StoreError> {
-    let mut records = Vec::with_capacity(events.len());
-    for new in events {
-        let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO events (run_id, step_id, kind, data, created_at) \
-             VALUES (?, ?, ?, ?, ?) RETURNING seq",
-        )
-        .bind(new.run_id.hyphenated())
-        .bind(&new.step_id)
-        .bind(&new.kind)
-        .bind(&new.data)
-        .bind(encode_time(&at))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(StoreError::from_sqlx)?;
-        records.push(EventRecord {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One statement: the events as one JSON array of [run, step, kind, data], inserted in its
+    // order (one writer: their sequence numbers ascend in that order).
+    let rows = Value::Array(
+        events
+            .iter()
+            .map(|e| json!([e.run_id.hyphenated().to_string(), e.step_id, e.kind, e.data]))
+            .collect(),
+    );
+    let mut seqs: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO events (run_id, step_id, kind, data, created_at) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value -> 3, ? \
+         FROM json_each(?) ORDER BY key RETURNING seq",
+    )
+    .bind(encode_time(&at))
+    .bind(rows.to_string())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(StoreError::from_sqlx)?;
+    seqs.sort_unstable();
+    Ok(events
+        .into_iter()
+        .zip(seqs)
+        .map(|(new, seq)| EventRecord {
             seq,
             run_id: new.run_id,
             step_id: new.step_id,
             kind: new.kind,
             data: new.data,
             created_at: at,
-        });
-    }
-    Ok(records)
+        })
+        .collect())
 }
 
 /// The `step.started` events of a claim: one per new attempt (a step resumed from `waiting` is
@@ -579,30 +636,15 @@ async fn claim_due(
     }
     let until = lease_until(at, lease)?;
     let at_text = encode_time(&at);
-    let picked: Vec<Hyphenated> = sqlx::query_scalar(
-        "SELECT id FROM step_runs WHERE phase <> 'done' AND due_at <= ? \
-         ORDER BY due_at, id LIMIT ?",
-    )
-    .bind(&at_text)
-    .bind(i64::from(limit))
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(StoreError::from_sqlx)?;
-    if picked.is_empty() {
-        return Ok(Vec::new());
-    }
-    let order: HashMap<Uuid, usize> = picked
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.into_uuid(), i))
-        .collect();
-    // SET expressions see the row as it was: `claimed_from = phase` keeps the old phase.
+    // One statement. SET expressions see the row as it was: `claimed_from = phase` keeps the
+    // old phase.
     let rows = sqlx::query(concat!(
         "UPDATE step_runs SET phase = 'executing', status = 'RUNNING', lease_owner = ?, ",
         "due_at = ?, started_at = COALESCE(started_at, ?), ",
         "attempt = CASE WHEN phase = 'waiting' THEN attempt ELSE attempt + 1 END, ",
         "claimed_from = phase, updated_at = ? ",
-        "WHERE id IN (SELECT value FROM json_each(?)) RETURNING ",
+        "WHERE id IN (SELECT id FROM step_runs WHERE phase <> 'done' AND due_at <= ? ",
+        "ORDER BY due_at, id LIMIT ?) RETURNING ",
         step_columns!(),
         ", claimed_from"
     ))
@@ -610,7 +652,8 @@ async fn claim_due(
     .bind(encode_time(&until))
     .bind(&at_text)
     .bind(&at_text)
-    .bind(id_list(order.keys().copied()))
+    .bind(&at_text)
+    .bind(i64::from(limit))
     .fetch_all(&mut *conn)
     .await
     .map_err(StoreError::from_sqlx)?;
@@ -623,7 +666,8 @@ async fn claim_due(
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    claimed.sort_by_key(|c| order.get(&c.step.id).copied());
+    // Step ids are UUID v7: creation order, the order they became ready in the common case.
+    claimed.sort_by_key(|c| c.step.id);
     Ok(claimed)
 }
 
