@@ -12,6 +12,7 @@
 //! delay on one replica); timers and other replicas' work are found by polling `next_due_at`.
 
 pub mod plan;
+mod record;
 pub mod runner;
 mod worker;
 
@@ -155,6 +156,9 @@ pub enum ExecutorError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The transaction that carried this outcome with others of its run failed.
+    #[error("recording failed: {0}")]
+    Batch(String),
     /// A run's definition is gone.
     #[error("definition {0} is missing or invalid")]
     DefinitionMissing(Uuid),
@@ -173,6 +177,8 @@ struct Shared {
     slots: Arc<Semaphore>,
     metrics: Metrics,
     traces: Traces,
+    /// Outcomes waiting to be recorded, by run.
+    batches: record::Batches,
     /// Cancelled when the dispatcher stops: no step is claimed after it.
     stopping: CancellationToken,
     /// Steps claimed by a transition beyond the one its task goes on with: the dispatcher
@@ -213,6 +219,7 @@ impl Executor {
                 slots,
                 metrics,
                 traces,
+                batches: record::Batches::default(),
                 stopping: CancellationToken::new(),
                 handoff,
                 handoff_rx: Mutex::new(Some(handoff_rx)),

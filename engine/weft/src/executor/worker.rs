@@ -13,11 +13,12 @@ use weft_domain::expression::Expression;
 use weft_domain::{DefinitionSpec, StepDefinition, StepType};
 use weft_runtime::StepContext;
 use weft_store::{
-    ClaimRequest, ClaimedStep, LeaseGuard, NewRun, NewStep, ParentRef, RunRecord, RunStatus,
-    StepPhase, StepRecord, StoreError,
+    ClaimedStep, LeaseGuard, NewRun, NewStep, ParentRef, RunRecord, RunStatus, StepPhase,
+    StepRecord, StoreError,
 };
 
-use super::plan::{self, Claimed, Failure, Outcome, RunView};
+use super::plan::{self, Failure, Outcome};
+use super::record::{self, Pending};
 use super::runner::TaskRequest;
 use super::{Executor, ExecutorError};
 use crate::metrics::Tally;
@@ -35,8 +36,8 @@ pub struct Job {
 /// What a step needs of its run to bind its input, as read inside the transition that claimed
 /// it (under the run's lock: current).
 pub struct RunContext {
-    run: RunRecord,
-    outputs: Map<String, Value>,
+    pub run: RunRecord,
+    pub outputs: Map<String, Value>,
 }
 
 /// Execute `job` and record the outcome; return the steps claimed in the same transaction
@@ -213,174 +214,37 @@ async fn execute_inner(
     recorder.record(Some(input), runner, outcome).await
 }
 
-/// Records a step's outcome (see [`Recorder::record`]).
+/// Records a step's outcome (see [`super::record`]).
 struct Recorder<'a> {
     executor: &'a Executor,
     spec: &'a Arc<DefinitionSpec>,
     row: &'a StepRecord,
     guard: LeaseGuard,
-    /// The step's slot: handed on to the first step claimed with the outcome.
+    /// The step's slot: handed on to a step claimed with the outcome.
     permit: &'a mut Option<OwnedSemaphorePermit>,
 }
 
 impl Recorder<'_> {
-    /// Record `outcome` in one transaction and, in the same transaction, claim the oldest ready
-    /// steps for the slots at hand (this step's, plus a free one for each further step the
-    /// outcome made ready): usually the successors just made ready, which then run at once,
-    /// with the run as read here, and no claim or read of their own. Returns those steps.
+    /// Record `outcome` (with the other outcomes of its run waiting to be recorded) in one
+    /// transaction that also claims the oldest ready steps for the slots at hand (this step's,
+    /// plus a free one for each further ready step of the run): usually the successors just
+    /// made ready, which then run at once with the run as read there. Returns those steps.
     async fn record(
         self,
         input: Option<Value>,
-        runner: &str,
+        runner: &'static str,
         outcome: Outcome,
     ) -> Result<Vec<Job>, ExecutorError> {
-        let Recorder {
-            executor,
-            spec,
-            row,
-            guard,
-            permit,
-        } = self;
-        let shared = &executor.shared;
-        let mut tx = shared.store.begin_run(row.run_id).await?;
-        let steps = tx.steps().await?;
-        let run = tx.run().clone();
-        let view = RunView {
-            spec,
-            run: &run,
-            steps: &steps,
-        };
-        // A wait step completed by a signal consumes it.
-        let is_wait = spec
-            .step(&row.step_id)
-            .is_some_and(|s| s.step_type == StepType::Wait);
-        let consumed = match &outcome {
-            Outcome::Completed(output) if is_wait => output
-                .get("signalId")
-                .and_then(Value::as_str)
-                .and_then(|id| id.parse::<Uuid>().ok()),
-            _ => None,
-        };
-        // A parked step wakes no later than the run's deadline, so the deadline is noticed.
-        let outcome = match (outcome, run.deadline_at) {
-            (
-                Outcome::Parked {
-                    wait,
-                    due_at,
-                    start_runs,
-                },
-                Some(deadline),
-            ) => Outcome::Parked {
-                wait,
-                due_at: Some(due_at.map_or(deadline, |d| d.min(deadline))),
-                start_runs,
-            },
-            (outcome, _) => outcome,
-        };
-        let now = Utc::now();
-        let mut changes = plan::step_outcome(
-            &view,
-            &Claimed {
-                row,
-                input,
-                runner,
-                guard,
-            },
+        let pending = Pending {
+            spec: self.spec.clone(),
+            row: self.row.clone(),
+            input,
+            runner,
+            guard: self.guard,
             outcome,
-            now,
-        );
-        changes.consume_signals.extend(consumed);
-        let finished_run = changes.run.as_ref().map(|r| r.status);
-        let tally = Tally::of(&run.definition_name, &changes, &steps);
-        // A timer set later than now: the dispatcher must look again at when to wake.
-        let timer = changes.step_updates.iter().any(|u| {
-            matches!(u.phase, StepPhase::Queued | StepPhase::Waiting)
-                && u.due_at.is_some_and(|d| d > now)
-        }) || !changes.new_runs.is_empty();
-        let own_output = changes
-            .step_updates
-            .iter()
-            .find(|u| u.id == row.id && u.status == RunStatus::Completed)
-            .and_then(|u| u.output.clone());
-
-        let mut permits: Vec<OwnedSemaphorePermit> = Vec::new();
-        if !shared.stopping.is_cancelled() {
-            permits.extend(permit.take());
-            for _ in 1..changes.new_steps.len() {
-                match shared.slots.clone().try_acquire_owned() {
-                    Ok(extra) => permits.push(extra),
-                    Err(_) => break,
-                }
-            }
-        }
-        let limit = u32::try_from(permits.len()).unwrap_or(u32::MAX);
-        let claimed = if limit == 0 {
-            tx.apply(changes).await?;
-            Vec::new()
-        } else {
-            let request = ClaimRequest {
-                owner: shared.owner.clone(),
-                lease: shared.options.lease,
-                limit,
-            };
-            tx.apply_and_claim(changes, request).await?.1
+            permit: self.permit.take(),
         };
-        shared.metrics.record(tally);
-        if let Some(status) = finished_run {
-            tracing::info!(run_id = %run.id, status = status.as_str(), "run finished");
-            if status.is_terminal() {
-                shared.traces.run_ended(&run, status);
-                executor.interrupt_run(run.id);
-                // A slot of its definition's `maxConcurrentRuns` may have freed up.
-                executor.notify_admission();
-            }
-            if matches!(status, RunStatus::Failed | RunStatus::Cancelled) {
-                // Child runs still going have no one to report to any more.
-                executor
-                    .cancel_tree(run.id, "the parent run ended", false)
-                    .await?;
-            }
-        }
-        // More may be ready than was claimed here, or a timer moved: the dispatcher looks.
-        if limit == 0 || claimed.len() == permits.len() || timer {
-            executor.notify();
-        } else {
-            executor.notify_commit();
-        }
-
-        // Steps of this run go on with the run as read here (under its lock) and the output
-        // just recorded; others read theirs.
-        let mut outputs: Option<Map<String, Value>> = None;
-        let jobs = claimed
-            .into_iter()
-            .zip(permits)
-            .map(|(claimed, permit)| {
-                let context =
-                    (claimed.step.run_id == run.id && finished_run.is_none()).then(|| {
-                        let outputs = outputs.get_or_insert_with(|| {
-                            let mut outputs = view.outputs();
-                            if let Some(output) = &own_output {
-                                outputs.insert(row.step_id.clone(), output.clone());
-                            }
-                            outputs
-                        });
-                        RunContext {
-                            run: run.clone(),
-                            outputs: outputs.clone(),
-                        }
-                    });
-                let cancel = shared
-                    .in_flight
-                    .insert(claimed.step.id, claimed.step.run_id);
-                Job {
-                    claimed,
-                    permit,
-                    cancel,
-                    context,
-                }
-            })
-            .collect();
-        Ok(jobs)
+        record::record(self.executor, pending).await
     }
 }
 
