@@ -50,8 +50,8 @@ pub use records::{
 pub use runs::{
     AttemptRecord, ClaimRequest, ClaimedStep, EventQuery, EventRecord, EventScope, LeaseGuard,
     NewEvent, NewRun, NewStep, ParentRef, QueueStats, RunChanges, RunQuery, RunRecord, RunStatus,
-    RunTransaction, RunUpdate, ScopedEvent, SignalRecord, StepPhase, StepRecord, StepStatus,
-    StepUpdate,
+    RunTransaction, RunUpdate, RunsTransaction, ScopedEvent, SignalRecord, StepPhase, StepRecord,
+    StepStatus, StepUpdate,
 };
 
 /// The database engine behind a [`Store`].
@@ -203,6 +203,10 @@ pub trait Store: Send + Sync + 'static {
     /// Lock one run for a transition (see [`RunTransaction`]). [`StoreError::NotFound`] if it
     /// does not exist.
     async fn begin_run(&self, run_id: Uuid) -> Result<Box<dyn RunTransaction>, StoreError>;
+    /// Lock several runs for one transaction ([`RunsTransaction`]): PostgreSQL locks their rows
+    /// in id order (two batches never deadlock), SQLite takes the write lock. Ids that name no
+    /// run are left out of [`RunsTransaction::runs`].
+    async fn begin_runs(&self, run_ids: &[Uuid]) -> Result<Box<dyn RunsTransaction>, StoreError>;
     /// Post a signal, in one transaction: insert it, make due now the run's `waiting` steps
     /// whose `wait` has `"signal": name`, append the event `signal.received` (data:
     /// `{"signalId", "name", "payload"}`). Serialised with the run's transitions.

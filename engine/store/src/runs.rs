@@ -429,6 +429,25 @@ pub trait RunTransaction: Send {
     async fn rollback(self: Box<Self>) -> Result<(), StoreError>;
 }
 
+/// Several runs locked for one transaction: a batch of transitions, one or more per run.
+/// Obtained from [`crate::Store::begin_runs`]; the rules of [`RunTransaction`] apply (keep it
+/// short; dropping it rolls back).
+#[async_trait]
+pub trait RunsTransaction: Send {
+    /// The locked runs that exist (ordered by id).
+    fn runs(&self) -> &[RunRecord];
+    /// Their step rows, ordered by `(created_at, id)`.
+    async fn steps(&mut self) -> Result<Vec<StepRecord>, StoreError>;
+    /// Write each `(run, changes)` in turn as [`RunTransaction::apply`] writes one (steps 1–8),
+    /// then claim (if `claim`) as [`RunTransaction::apply_and_claim`] does, then append every
+    /// event, in order, and commit. On any error, nothing is written.
+    async fn apply_and_claim(
+        self: Box<Self>,
+        changes: Vec<(Uuid, RunChanges)>,
+        claim: Option<ClaimRequest>,
+    ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError>;
+}
+
 impl RunChanges {
     /// The steps this transition parks waiting for a signal (`wait` has `"signal": name`).
     pub(crate) fn signal_waits(&self) -> Vec<(Uuid, &str)> {

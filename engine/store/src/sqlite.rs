@@ -28,7 +28,7 @@ use crate::migration::{MIGRATIONS_TABLE, MigrationStatus, SQLITE_MIGRATOR, migra
 use crate::records::{decode_size, encode_size, new_id, now};
 use crate::runs::{
     AttemptRecord, ClaimedStep, EventQuery, EventRecord, NewEvent, NewRun, RunQuery, RunRecord,
-    RunTransaction, ScopedEvent, SignalRecord, StepRecord,
+    RunTransaction, RunsTransaction, ScopedEvent, SignalRecord, StepRecord,
 };
 use crate::{
     Backend, DefinitionQuery, DefinitionRecord, DefinitionUpdate, NewDefinition, NewPlugin,
@@ -710,6 +710,10 @@ impl Store for SqliteStore {
 
     async fn begin_run(&self, run_id: Uuid) -> Result<Box<dyn RunTransaction>, StoreError> {
         self.begin_run_impl(run_id).await
+    }
+
+    async fn begin_runs(&self, run_ids: &[Uuid]) -> Result<Box<dyn RunsTransaction>, StoreError> {
+        self.begin_runs_impl(run_ids).await
     }
 
     async fn post_signal(

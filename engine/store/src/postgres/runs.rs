@@ -31,8 +31,8 @@ use crate::records::{
 };
 use crate::runs::{
     AttemptRecord, ClaimRequest, ClaimedStep, EventQuery, EventRecord, EventScope, NewEvent,
-    NewRun, NewStep, ParentRef, RunChanges, RunQuery, RunRecord, RunTransaction, ScopedEvent,
-    SignalRecord, StepPhase, StepRecord,
+    NewRun, NewStep, ParentRef, RunChanges, RunQuery, RunRecord, RunTransaction, RunsTransaction,
+    ScopedEvent, SignalRecord, StepPhase, StepRecord,
 };
 use crate::{Page, StoreError};
 
@@ -366,7 +366,33 @@ async fn apply_changes(
     claim: Option<&ClaimRequest>,
 ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
     let at = now();
+    write_changes(&mut *conn, run_id, &mut changes, at).await?;
+    finish_changes(conn, changes.events, claim, at).await
+}
 
+/// Several runs' changes ([`crate::RunsTransaction::apply_and_claim`]): each written in turn,
+/// then one claim, then all their events in order.
+async fn apply_many(
+    conn: &mut PgConnection,
+    changes: Vec<(Uuid, RunChanges)>,
+    claim: Option<&ClaimRequest>,
+) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
+    let at = now();
+    let mut events = Vec::new();
+    for (run_id, mut changes) in changes {
+        write_changes(&mut *conn, run_id, &mut changes, at).await?;
+        events.append(&mut changes.events);
+    }
+    finish_changes(conn, events, claim, at).await
+}
+
+/// Steps 1–8 of [`RunTransaction::apply`] (everything but the events, left in `changes`).
+async fn write_changes(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    changes: &mut RunChanges,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
     if let Some(update) = &changes.run {
         let completed_at = update.status.is_terminal().then_some(at);
         sqlx::query(
@@ -512,18 +538,25 @@ async fn apply_changes(
         .await
         .map_err(StoreError::from_sqlx)?;
     }
+    Ok(())
+}
 
+/// The claim (if asked) and the events that end a transition's writes.
+async fn finish_changes(
+    conn: &mut PgConnection,
+    mut events: Vec<NewEvent>,
+    claim: Option<&ClaimRequest>,
+    at: DateTime<Utc>,
+) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
     let claimed = match claim {
         Some(claim) => {
             let claimed = claim_due(&mut *conn, &claim.owner, claim.lease, claim.limit, at).await?;
-            changes
-                .events
-                .extend(started_events(&claimed, &claim.owner));
+            events.extend(started_events(&claimed, &claim.owner));
             claimed
         }
         None => Vec::new(),
     };
-    let events = insert_events(conn, changes.events, at).await?;
+    let events = insert_events(conn, events, at).await?;
     Ok((events, claimed))
 }
 
@@ -576,6 +609,51 @@ impl RunTransaction for PgRunTransaction {
 
     async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
         self.tx.rollback().await.map_err(StoreError::from_sqlx)
+    }
+}
+
+/// Several runs, their rows locked (`FOR NO KEY UPDATE`, in id order).
+struct PgRunsTransaction {
+    tx: Transaction<'static, Postgres>,
+    runs: Vec<RunRecord>,
+}
+
+#[async_trait]
+impl RunsTransaction for PgRunsTransaction {
+    fn runs(&self) -> &[RunRecord] {
+        &self.runs
+    }
+
+    async fn steps(&mut self) -> Result<Vec<StepRecord>, StoreError> {
+        let ids: Vec<Uuid> = self.runs.iter().map(|r| r.id).collect();
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            step_columns!(),
+            " FROM step_runs WHERE run_id = ANY($1) ORDER BY created_at, id"
+        ))
+        .bind(&ids)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(step).collect()
+    }
+
+    async fn apply_and_claim(
+        self: Box<Self>,
+        changes: Vec<(Uuid, RunChanges)>,
+        claim: Option<ClaimRequest>,
+    ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
+        let PgRunsTransaction { mut tx, .. } = *self;
+        match apply_many(&mut tx, changes, claim.as_ref()).await {
+            Ok(done) => {
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(done)
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
     }
 }
 
@@ -862,6 +940,24 @@ impl PgStore {
                 .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))?,
             oldest_ready_at,
         })
+    }
+
+    pub(super) async fn begin_runs_impl(
+        &self,
+        run_ids: &[Uuid],
+    ) -> Result<Box<dyn RunsTransaction>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM workflow_runs WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE"
+        ))
+        .bind(run_ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let runs = rows.iter().map(run).collect::<Result<_, _>>()?;
+        Ok(Box::new(PgRunsTransaction { tx, runs }))
     }
 
     pub(super) async fn begin_run_impl(

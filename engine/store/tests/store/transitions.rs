@@ -7,8 +7,9 @@ use chrono::TimeDelta;
 use serde_json::json;
 use uuid::Uuid;
 use weft_store::{
-    AttemptRecord, ClaimedStep, EventQuery, EventScope, LeaseGuard, NewRun, ParentRef, RunChanges,
-    RunStatus, RunUpdate, StepPhase, StepStatus, StepUpdate, Store, StoreError,
+    AttemptRecord, ClaimRequest, ClaimedStep, EventQuery, EventScope, LeaseGuard, NewRun,
+    ParentRef, RunChanges, RunStatus, RunUpdate, StepPhase, StepStatus, StepUpdate, Store,
+    StoreError,
 };
 
 use crate::support::{
@@ -27,6 +28,8 @@ on_both_backends!(
     parking_for_a_pending_signal_wakes_at_once,
     events_resume_exactly,
     stream_events_by_scope_and_bounds,
+    batches_write_several_runs_at_once,
+    a_stale_batch_writes_nothing,
 );
 on_both_backends!(multi_thread: events_resume_exactly_under_concurrent_writers);
 
@@ -994,5 +997,123 @@ async fn stream_events_by_scope_and_bounds(store: Arc<dyn Store>) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// Two runs' transitions in one transaction: each run's changes in turn (a later one may update
+/// a row an earlier one created), one claim for the steps made ready, every event in order.
+async fn batches_write_several_runs_at_once(store: Arc<dyn Store>) {
+    let (first, a) = claimed_run(&store, &["a"], "w1").await;
+    let (second, b) = claimed_run(&store, &["b"], "w1").await;
+    let missing = Uuid::now_v7();
+    let mut tx = store.begin_runs(&[second, missing, first]).await.unwrap();
+    let mut ids: Vec<Uuid> = tx.runs().iter().map(|r| r.id).collect();
+    ids.sort();
+    let mut expected = vec![first, second];
+    expected.sort();
+    assert_eq!(ids, expected, "a missing run is left out");
+    let steps = tx.steps().await.unwrap();
+    assert_eq!(steps.len(), 2);
+    let at = now();
+    let next = new_step("next", at);
+    let changes = vec![
+        (
+            second,
+            RunChanges {
+                step_updates: vec![update(&b[0].step, StepStatus::Completed, StepPhase::Done)],
+                attempts: vec![attempt_of(&b[0], StepStatus::Completed, at)],
+                events: vec![
+                    event(second, Some("b"), "step.completed"),
+                    event(second, None, "run.completed"),
+                ],
+                run: Some(RunUpdate {
+                    status: RunStatus::Completed,
+                    output: Some(json!(2)),
+                    error: None,
+                }),
+                ..Default::default()
+            },
+        ),
+        (
+            first,
+            RunChanges {
+                step_updates: vec![update(&a[0].step, StepStatus::Completed, StepPhase::Done)],
+                new_steps: vec![next.clone()],
+                events: vec![
+                    event(first, Some("a"), "step.completed"),
+                    event(first, Some("next"), "step.ready"),
+                ],
+                ..Default::default()
+            },
+        ),
+    ];
+    let claim = ClaimRequest {
+        owner: "w2".to_owned(),
+        lease: LEASE,
+        limit: 5,
+    };
+    let (events, claimed) = tx.apply_and_claim(changes, Some(claim)).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "step.completed",
+            "run.completed",
+            "step.completed",
+            "step.ready",
+            "step.started"
+        ]
+    );
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].step.id, next.id);
+    assert_eq!(claimed[0].step.lease_owner.as_deref(), Some("w2"));
+    assert_eq!(claimed[0].step.attempt, 1);
+    assert_eq!(
+        store.get_run(second).await.unwrap().unwrap().status,
+        RunStatus::Completed
+    );
+    assert_eq!(
+        store.get_run(first).await.unwrap().unwrap().status,
+        RunStatus::Running
+    );
+    assert_eq!(store.list_attempts(second).await.unwrap().len(), 1);
+}
+
+/// One stale guard in a batch: nothing of any run is written.
+async fn a_stale_batch_writes_nothing(store: Arc<dyn Store>) {
+    let (first, a) = claimed_run(&store, &["a"], "w1").await;
+    let (second, b) = claimed_run(&store, &["b"], "w1").await;
+    let before = store.list_events(0, None, 100).await.unwrap();
+    let tx = store.begin_runs(&[first, second]).await.unwrap();
+    let mut wrong = update(&b[0].step, StepStatus::Completed, StepPhase::Done);
+    wrong.guard = Some(LeaseGuard {
+        owner: "someone-else".to_owned(),
+        attempt: 1,
+    });
+    let changes = vec![
+        (
+            first,
+            RunChanges {
+                step_updates: vec![update(&a[0].step, StepStatus::Completed, StepPhase::Done)],
+                events: vec![event(first, Some("a"), "step.completed")],
+                ..Default::default()
+            },
+        ),
+        (
+            second,
+            RunChanges {
+                step_updates: vec![wrong],
+                events: vec![event(second, Some("b"), "step.completed")],
+                ..Default::default()
+            },
+        ),
+    ];
+    let err = tx.apply_and_claim(changes, None).await.unwrap_err();
+    assert!(matches!(err, StoreError::Stale(_)), "{err:?}");
+    assert_eq!(store.list_events(0, None, 100).await.unwrap(), before);
+    assert_eq!(
+        store.list_steps(first).await.unwrap()[0].phase,
+        StepPhase::Executing
     );
 }

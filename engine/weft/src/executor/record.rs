@@ -1,15 +1,15 @@
-//! Recording step outcomes: the outcomes of one run's steps that finish while that run's
-//! previous transition is being written are recorded together, in one transaction.
+//! Recording step outcomes (group commit): the outcomes that finish while the replica's
+//! previous recording transaction is being written are recorded together, in one transaction.
 //!
-//! Each outcome is queued on its run; the task that then gets the run's turn takes the whole
-//! queue (its own outcome and any others), plans each outcome in order against the run as read
-//! in the transaction (each seeing the ones before it), writes them all with one
-//! [`weft_store::RunTransaction::apply_and_claim`], and hands every other task its answer. A
-//! fork's branches finishing together cost one transaction, not one each. An outcome whose
-//! step no longer runs under its lease (an earlier outcome of the batch ended the run) is
-//! answered `Stale`, as its own transaction would have been.
+//! Each outcome is queued; the task that then gets the turn takes the whole queue (its own
+//! outcome and any others, of any runs), locks their runs ([`weft_store::Store::begin_runs`]),
+//! plans each outcome in order against its run as read in the transaction (each seeing the
+//! ones before it), writes them all with one [`weft_store::RunsTransaction::apply_and_claim`],
+//! and hands every other task its answer. An outcome whose step no longer runs under its lease
+//! (an earlier outcome of the batch ended its run) is answered `Stale`, as its own transaction
+//! would have been.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
@@ -41,159 +41,160 @@ pub struct Pending {
 
 type Answer = Result<Vec<Job>, ExecutorError>;
 
-/// A run's queue of outcomes and its turn to write.
+/// The outcomes waiting to be recorded, and the turn to record them. One owner (the executor),
+/// locks inside.
 #[derive(Default)]
-struct RunQueue {
+pub struct Batches {
     turn: tokio::sync::Mutex<()>,
     waiting: Mutex<Vec<(Pending, oneshot::Sender<Answer>)>>,
 }
 
-/// The queues of the runs with outcomes being recorded. One owner (the executor), lock inside.
-#[derive(Default)]
-pub struct Batches {
-    runs: Mutex<HashMap<Uuid, Arc<RunQueue>>>,
+/// A run that a recorded outcome ended.
+struct Ended {
+    run: RunRecord,
+    status: RunStatus,
 }
 
-impl Batches {
-    fn queue(&self, run_id: Uuid) -> Arc<RunQueue> {
-        self.runs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(run_id)
-            .or_default()
-            .clone()
-    }
-
-    /// Forget `run_id`'s queue unless another task holds it.
-    fn release(&self, run_id: Uuid, queue: Arc<RunQueue>) {
-        let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
-        // Two references: the map's and ours.
-        if Arc::strong_count(&queue) == 2 {
-            runs.remove(&run_id);
-        }
-    }
-}
-
-/// Record `pending` (with whatever else of its run is waiting) and return the steps claimed
-/// for this task to run next.
+/// Record `pending` (with whatever else is waiting) and return the steps claimed for this task
+/// to run next.
 pub async fn record(executor: &Executor, pending: Pending) -> Answer {
-    let shared = &executor.shared;
-    let run_id = pending.row.run_id;
+    let batches = &executor.shared.batches;
     let me = pending.row.id;
-    let queue = shared.batches.queue(run_id);
-    let (tell, answer) = oneshot::channel();
-    queue
+    let (tell, mut answer) = oneshot::channel();
+    batches
         .waiting
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .push((pending, tell));
-    let answer = {
-        let mut answer = answer;
-        let _turn = queue.turn.lock().await;
-        let batch: Vec<_> =
-            std::mem::take(&mut *queue.waiting.lock().unwrap_or_else(PoisonError::into_inner));
+    let ended = {
+        let _turn = batches.turn.lock().await;
+        let batch: Vec<_> = std::mem::take(
+            &mut *batches
+                .waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
         // Empty: a task before us took ours with its batch and has answered.
-        if !batch.is_empty() {
-            record_batch(executor, run_id, batch, me).await;
+        if batch.is_empty() {
+            Vec::new()
+        } else {
+            record_batch(executor, batch, me).await
         }
-        answer.try_recv()
     };
-    shared.batches.release(run_id, queue);
-    answer.unwrap_or_else(|_| Err(ExecutorError::Batch("the batch was dropped".into())))
+    // Child runs of runs that failed or were cancelled have no one to report to any more (done
+    // after the turn: it takes transactions of its own).
+    for Ended { run, status } in ended {
+        if matches!(status, RunStatus::Failed | RunStatus::Cancelled)
+            && let Err(e) = executor
+                .cancel_tree(run.id, "the parent run ended", false)
+                .await
+        {
+            tracing::warn!(run_id = %run.id, error = %e, "cannot cancel the child runs yet");
+        }
+    }
+    answer
+        .try_recv()
+        .unwrap_or_else(|_| Err(ExecutorError::Batch("the batch was dropped".into())))
 }
 
-/// Write `batch` (outcomes of run `run_id`, in arrival order) in as few transactions as its
-/// contents allow, answering each outcome's task.
+/// Write `batch` (outcomes in arrival order) in one transaction, answering each outcome's
+/// task. Returns the runs it ended.
 async fn record_batch(
     executor: &Executor,
-    run_id: Uuid,
     mut batch: Vec<(Pending, oneshot::Sender<Answer>)>,
     me: Uuid,
-) {
-    while !batch.is_empty() {
-        match record_some(executor, run_id, &mut batch, me).await {
-            Ok(()) => {}
-            Err(e) => {
-                // The transaction failed as a whole: every outcome it carried is unrecorded
-                // (their leases expire and the steps run again). Tell each.
-                let message = e.to_string();
-                for (pending, tell) in batch.drain(..) {
-                    let _ = tell.send(Err(match &e {
-                        ExecutorError::Store(StoreError::Stale(_)) => ExecutorError::Store(
-                            StoreError::Stale(format!("step row {}: {message}", pending.row.id)),
-                        ),
-                        _ => ExecutorError::Batch(message.clone()),
-                    }));
-                }
+) -> Vec<Ended> {
+    match record_all(executor, &mut batch, me).await {
+        Ok(ended) => ended,
+        Err(e) => {
+            // The transaction failed as a whole: every outcome it carried is unrecorded (their
+            // leases expire and the steps run again). Tell each.
+            let message = e.to_string();
+            for (pending, tell) in batch.drain(..) {
+                let _ = tell.send(Err(match &e {
+                    ExecutorError::Store(StoreError::Stale(_)) => ExecutorError::Store(
+                        StoreError::Stale(format!("step row {}: {message}", pending.row.id)),
+                    ),
+                    _ => ExecutorError::Batch(message.clone()),
+                }));
             }
+            Vec::new()
         }
     }
 }
 
-/// One transaction: take from the front of `batch` every outcome that can go together, write
-/// them, answer their tasks. Outcomes left in `batch` need a transaction of their own.
-async fn record_some(
+/// One transaction for every outcome of `batch`; answers their tasks (on success: on failure
+/// the caller does, with `batch` left as it was).
+async fn record_all(
     executor: &Executor,
-    run_id: Uuid,
     batch: &mut Vec<(Pending, oneshot::Sender<Answer>)>,
     me: Uuid,
-) -> Result<(), ExecutorError> {
+) -> Result<Vec<Ended>, ExecutorError> {
     let shared = &executor.shared;
-    let mut tx = shared.store.begin_run(run_id).await?;
-    let mut steps = tx.steps().await?;
-    let run = tx.run().clone();
+    let mut run_ids: Vec<Uuid> = batch.iter().map(|(p, _)| p.row.run_id).collect();
+    run_ids.sort_unstable();
+    run_ids.dedup();
+    let mut tx = shared.store.begin_runs(&run_ids).await?;
+    let runs: HashMap<Uuid, RunRecord> = tx.runs().iter().map(|r| (r.id, r.clone())).collect();
+    let mut steps: HashMap<Uuid, Vec<StepRecord>> = HashMap::new();
+    for step in tx.steps().await? {
+        steps.entry(step.run_id).or_default().push(step);
+    }
     let now = Utc::now();
 
-    let mut merged = RunChanges::default();
-    let mut created: BTreeSet<Uuid> = BTreeSet::new();
-    let mut taken: Vec<Taken> = Vec::new();
+    let mut changes: Vec<(Uuid, RunChanges)> = Vec::new();
+    let mut tallies: Vec<Tally> = Vec::new();
     let mut permits: Vec<OwnedSemaphorePermit> = Vec::new();
-    let mut finished_run: Option<RunStatus> = None;
+    let mut ended: HashMap<Uuid, RunStatus> = HashMap::new();
     let mut timer = false;
-    let mut stale = Vec::new();
-    let mut count = 0;
-    for (pending, _) in batch.iter_mut() {
+    let mut refused: HashMap<usize, StoreError> = HashMap::new();
+    for (index, (pending, _)) in batch.iter_mut().enumerate() {
+        let run_id = pending.row.run_id;
+        let Some(run) = runs.get(&run_id) else {
+            refused.insert(index, StoreError::NotFound);
+            continue;
+        };
+        let run_steps = steps.entry(run_id).or_default();
         // Still executing under its lease (an earlier outcome may have ended the run)?
-        let current = steps.iter().find(|s| s.id == pending.row.id);
-        let live = current.is_some_and(|s| {
-            s.phase == StepPhase::Executing
-                && s.lease_owner.as_deref() == Some(pending.guard.owner.as_str())
-                && s.attempt == pending.guard.attempt
-        });
+        let live = run_steps
+            .iter()
+            .find(|s| s.id == pending.row.id)
+            .is_some_and(|s| {
+                s.phase == StepPhase::Executing
+                    && s.lease_owner.as_deref() == Some(pending.guard.owner.as_str())
+                    && s.attempt == pending.guard.attempt
+            });
         if !live {
-            stale.push(count);
-            count += 1;
+            refused.insert(
+                index,
+                StoreError::Stale(format!(
+                    "step row {} no longer runs under lease {} attempt {}",
+                    pending.row.id, pending.guard.owner, pending.guard.attempt
+                )),
+            );
             continue;
         }
-        let changes = plan_one(&run, &steps, pending, now);
-        // A change to a row this batch creates must come after the insert: next transaction.
-        if changes.step_updates.iter().any(|u| created.contains(&u.id)) && count > 0 {
-            break;
-        }
-        count += 1;
-        created.extend(changes.new_steps.iter().map(|s| s.id));
-        timer |= changes.step_updates.iter().any(|u| {
+        let planned = plan_one(run, run_steps, pending, now);
+        timer |= planned.step_updates.iter().any(|u| {
             matches!(u.phase, StepPhase::Queued | StepPhase::Waiting)
                 && u.due_at.is_some_and(|d| d > now)
-        }) || !changes.new_runs.is_empty();
-        if let Some(update) = &changes.run {
-            finished_run = Some(update.status);
+        }) || !planned.new_runs.is_empty();
+        if let Some(update) = &planned.run {
+            ended.insert(run_id, update.status);
         }
-        taken.push(Taken {
-            tally: Tally::of(&run.definition_name, &changes, &steps),
-        });
+        tallies.push(Tally::of(&run.definition_name, &planned, run_steps));
         permits.extend(pending.permit.take());
-        apply_in_memory(&mut steps, &changes, now);
-        merge(&mut merged, changes);
+        apply_in_memory(run_steps, &planned, now);
+        changes.push((run_id, planned));
     }
-    let members: Vec<_> = batch.drain(..count).collect();
 
     // Slots for what is ready: those of the recorded steps, plus free ones for the rest.
     if shared.stopping.is_cancelled() {
         permits.clear();
     } else {
         let ready = steps
-            .iter()
+            .values()
+            .flatten()
             .filter(|s| s.phase == StepPhase::Queued && s.due_at.is_some_and(|d| d <= now))
             .count();
         while permits.len() < ready {
@@ -204,35 +205,31 @@ async fn record_some(
         }
     }
     let limit = u32::try_from(permits.len()).unwrap_or(u32::MAX);
-    let claimed = if limit == 0 {
-        tx.apply(merged).await?;
-        Vec::new()
-    } else {
-        let request = ClaimRequest {
-            owner: shared.owner.clone(),
-            lease: shared.options.lease,
-            limit,
-        };
-        tx.apply_and_claim(merged, request).await?.1
-    };
-    for taken in taken {
-        shared.metrics.record(taken.tally);
+    let claim = (limit > 0).then(|| ClaimRequest {
+        owner: shared.owner.clone(),
+        lease: shared.options.lease,
+        limit,
+    });
+    let (_, claimed) = tx.apply_and_claim(changes, claim).await?;
+    for tally in tallies {
+        shared.metrics.record(tally);
     }
-    if let Some(status) = finished_run {
+    let mut finished = Vec::new();
+    for (run_id, status) in &ended {
+        let Some(run) = runs.get(run_id) else {
+            continue;
+        };
         tracing::info!(run_id = %run.id, status = status.as_str(), "run finished");
         if status.is_terminal() {
-            shared.traces.run_ended(&run, status);
+            shared.traces.run_ended(run, *status);
             executor.interrupt_run(run.id);
             // A slot of its definition's `maxConcurrentRuns` may have freed up.
             executor.notify_admission();
         }
-        if matches!(status, RunStatus::Failed | RunStatus::Cancelled)
-            && let Err(e) = executor
-                .cancel_tree(run.id, "the parent run ended", false)
-                .await
-        {
-            tracing::warn!(run_id = %run.id, error = %e, "cannot cancel the child runs yet");
-        }
+        finished.push(Ended {
+            run: run.clone(),
+            status: *status,
+        });
     }
     // More may be ready than was claimed here, or a timer moved: the dispatcher looks.
     if limit == 0 || claimed.len() == permits.len() || timer {
@@ -241,29 +238,35 @@ async fn record_some(
         executor.notify_commit();
     }
 
-    // Steps of this run go on with the run as read here (under its lock) and the outputs
-    // recorded; others read theirs.
-    let outputs: Option<Map<String, Value>> = finished_run.is_none().then(|| {
-        steps
-            .iter()
-            .filter(|s| s.status == RunStatus::Completed)
-            .map(|s| (s.step_id.clone(), s.output.clone().unwrap_or(Value::Null)))
-            .collect()
-    });
+    // Steps of the batch's runs go on with their run as read here (under its lock) and the
+    // outputs recorded; others read theirs.
+    let mut outputs: HashMap<Uuid, Map<String, Value>> = HashMap::new();
     let jobs: Vec<Job> = claimed
         .into_iter()
         .zip(permits)
         .map(|(claimed, permit)| {
-            let context = outputs
-                .as_ref()
-                .filter(|_| claimed.step.run_id == run.id)
-                .map(|outputs| RunContext {
+            let run_id = claimed.step.run_id;
+            let context = runs
+                .get(&run_id)
+                .filter(|_| !ended.contains_key(&run_id))
+                .map(|run| RunContext {
                     run: run.clone(),
-                    outputs: outputs.clone(),
+                    outputs: outputs
+                        .entry(run_id)
+                        .or_insert_with(|| {
+                            steps
+                                .get(&run_id)
+                                .into_iter()
+                                .flatten()
+                                .filter(|s| s.status == RunStatus::Completed)
+                                .map(|s| {
+                                    (s.step_id.clone(), s.output.clone().unwrap_or(Value::Null))
+                                })
+                                .collect()
+                        })
+                        .clone(),
                 });
-            let cancel = shared
-                .in_flight
-                .insert(claimed.step.id, claimed.step.run_id);
+            let cancel = shared.in_flight.insert(claimed.step.id, run_id);
             Job {
                 claimed,
                 permit,
@@ -272,33 +275,20 @@ async fn record_some(
             }
         })
         .collect();
-    // The task recording the batch goes on with every claimed step (or, if its own outcome is
-    // not in this transaction, the first recorded one's); the others end.
-    let carrier = members
+    // The task recording the batch goes on with every claimed step (or, if its own outcome was
+    // refused, the first recorded one's); the others end.
+    let recorded = |index: &usize| !refused.contains_key(index);
+    let carrier = batch
         .iter()
         .enumerate()
-        .filter(|(index, _)| !stale.contains(index))
-        .map(|(index, (pending, _))| (index, pending.row.id))
-        .find(|(_, id)| *id == me)
-        .or_else(|| {
-            members
-                .iter()
-                .enumerate()
-                .find(|(index, _)| !stale.contains(index))
-                .map(|(index, (pending, _))| (index, pending.row.id))
-        })
-        .map(|(index, _)| index);
+        .position(|(index, (pending, _))| recorded(&index) && pending.row.id == me)
+        .or_else(|| (0..batch.len()).find(recorded));
     let mut jobs = Some(jobs);
-    for (index, (pending, tell)) in members.into_iter().enumerate() {
-        let answer = if stale.contains(&index) {
-            Err(ExecutorError::Store(StoreError::Stale(format!(
-                "step row {} no longer runs under lease {} attempt {}",
-                pending.row.id, pending.guard.owner, pending.guard.attempt
-            ))))
-        } else if Some(index) == carrier {
-            Ok(jobs.take().unwrap_or_default())
-        } else {
-            Ok(Vec::new())
+    for (index, (_, tell)) in batch.drain(..).enumerate() {
+        let answer = match refused.remove(&index) {
+            Some(error) => Err(ExecutorError::Store(error)),
+            None if Some(index) == carrier => Ok(jobs.take().unwrap_or_default()),
+            None => Ok(Vec::new()),
         };
         if let Err(Ok(unclaimed)) = tell.send(answer) {
             // That task is gone (it cannot be: it waits for this answer); release the steps.
@@ -307,12 +297,7 @@ async fn record_some(
             }
         }
     }
-    Ok(())
-}
-
-/// What is kept of a recorded outcome until its transaction commits.
-struct Taken {
-    tally: Tally,
+    Ok(finished)
 }
 
 /// The changes recording `pending` against the run as it stands (`steps`).
@@ -421,31 +406,6 @@ fn apply_in_memory(steps: &mut Vec<StepRecord>, changes: &RunChanges, now: DateT
     }
 }
 
-/// `changes` appended to `into` (the store writes each kind in a fixed order; [`record_some`]
-/// keeps an update of a row out of a batch that creates the row).
-fn merge(into: &mut RunChanges, changes: RunChanges) {
-    let RunChanges {
-        run,
-        step_updates,
-        new_steps,
-        attempts,
-        events,
-        new_runs,
-        wake,
-        consume_signals,
-    } = changes;
-    if run.is_some() {
-        into.run = run;
-    }
-    into.step_updates.extend(step_updates);
-    into.new_steps.extend(new_steps);
-    into.attempts.extend(attempts);
-    into.events.extend(events);
-    into.new_runs.extend(new_runs);
-    into.wake.extend(wake);
-    into.consume_signals.extend(consume_signals);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,11 +471,5 @@ mod tests {
         assert_eq!(steps[0].completed_at, Some(now));
         assert_eq!(steps[1].step_id, "b");
         assert_eq!(steps[1].phase, StepPhase::Queued);
-
-        let mut merged = RunChanges::default();
-        merge(&mut merged, changes.clone());
-        merge(&mut merged, changes);
-        assert_eq!(merged.step_updates.len(), 2);
-        assert_eq!(merged.new_steps.len(), 2);
     }
 }
