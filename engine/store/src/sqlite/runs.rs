@@ -24,7 +24,7 @@ use crate::records::{
 use crate::runs::{
     AttemptRecord, ClaimRequest, ClaimedStep, EventQuery, EventRecord, EventScope, NewEvent,
     NewRun, NewStep, ParentRef, RunChanges, RunQuery, RunRecord, RunTransaction, RunsTransaction,
-    ScopedEvent, SignalRecord, StepPhase, StepRecord,
+    ScopedEvent, SignalRecord, StepPhase, StepRecord, StepUpdate,
 };
 use crate::{Page, StoreError};
 
@@ -381,24 +381,229 @@ async fn apply_changes(
     claim: Option<&ClaimRequest>,
 ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
     let at = now();
-    write_changes(&mut *conn, run_id, &mut changes, at).await?;
+    write_changes(&mut *conn, run_id, &mut changes, at, false).await?;
     finish_changes(conn, changes.events, claim, at).await
 }
 
-/// Several runs' changes ([`crate::RunsTransaction::apply_and_claim`]): each written in turn,
-/// then one claim, then all their events in order.
+/// Several runs' changes ([`crate::RunsTransaction::apply_and_claim`]): the new steps, step
+/// updates and attempts of all of them with one statement each (new steps first: a later
+/// outcome of the batch may update a row an earlier one created), the rest of each in turn,
+/// then one claim, then all their events in order. A batch that updates one row twice is
+/// written change by change instead.
 async fn apply_many(
     conn: &mut SqliteConnection,
-    changes: Vec<(Uuid, RunChanges)>,
+    mut changes: Vec<(Uuid, RunChanges)>,
     claim: Option<&ClaimRequest>,
 ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
     let at = now();
+    let at_text = encode_time(&at);
+    let mut updated = std::collections::HashSet::new();
+    let merge = changes.len() > 1
+        && changes
+            .iter()
+            .flat_map(|(_, c)| c.step_updates.iter())
+            .all(|u| updated.insert(u.id));
+    if merge {
+        let new_steps: Vec<(Uuid, &NewStep)> = changes
+            .iter()
+            .flat_map(|(run_id, c)| c.new_steps.iter().map(move |s| (*run_id, s)))
+            .collect();
+        insert_steps_of_runs(&mut *conn, &new_steps, &at_text).await?;
+        let updates: Vec<&StepUpdate> = changes
+            .iter()
+            .flat_map(|(_, c)| c.step_updates.iter())
+            .collect();
+        update_steps(&mut *conn, &updates, &at_text).await?;
+        let attempts: Vec<&AttemptRecord> = changes
+            .iter()
+            .flat_map(|(_, c)| c.attempts.iter())
+            .collect();
+        insert_attempts(&mut *conn, &attempts).await?;
+    }
     let mut events = Vec::new();
-    for (run_id, mut changes) in changes {
-        write_changes(&mut *conn, run_id, &mut changes, at).await?;
+    for (run_id, changes) in &mut changes {
+        write_changes(&mut *conn, *run_id, changes, at, merge).await?;
         events.append(&mut changes.events);
     }
     finish_changes(conn, events, claim, at).await
+}
+
+/// New steps of several runs, one statement.
+async fn insert_steps_of_runs(
+    conn: &mut SqliteConnection,
+    steps: &[(Uuid, &NewStep)],
+    at: &str,
+) -> Result<(), StoreError> {
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let rows = Value::Array(
+        steps
+            .iter()
+            .map(|(run_id, s)| {
+                json!([
+                    s.id.hyphenated().to_string(),
+                    run_id.hyphenated().to_string(),
+                    s.step_id,
+                    encode_time(&s.due_at)
+                ])
+            })
+            .collect(),
+    );
+    sqlx::query(
+        "INSERT INTO step_runs \
+         (id, run_id, step_id, status, phase, attempt, due_at, created_at, updated_at) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, 'PENDING', 'queued', 0, value ->> 3, ?, ? \
+         FROM json_each(?) ORDER BY key",
+    )
+    .bind(at)
+    .bind(at)
+    .bind(rows.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| {
+        StoreError::from_sqlx_unique(e, |_| {
+            "a step of the batch already exists in its run".to_owned()
+        })
+    })?;
+    Ok(())
+}
+
+/// Step updates (each row at most once), one statement; each guarded one applies only if its
+/// row still runs under that lease, as in [`RunTransaction::apply`].
+async fn update_steps(
+    conn: &mut SqliteConnection,
+    updates: &[&StepUpdate],
+    at: &str,
+) -> Result<(), StoreError> {
+    if updates.is_empty() {
+        return Ok(());
+    }
+    let rows = Value::Array(
+        updates
+            .iter()
+            .map(|u| {
+                let mut row = json!({
+                    "id": u.id.hyphenated().to_string(),
+                    "status": u.status.as_str(),
+                    "phase": u.phase.as_str(),
+                    "keep": u.phase == StepPhase::Executing,
+                    "done": u.status.is_terminal(),
+                });
+                let fields = [
+                    ("input", u.input.clone()),
+                    ("output", u.output.clone()),
+                    ("error", u.error.clone()),
+                    ("runner", u.runner.clone().map(Value::String)),
+                    (
+                        "due",
+                        u.due_at.as_ref().map(|d| Value::String(encode_time(d))),
+                    ),
+                    ("wait", u.wait.clone()),
+                    ("reset", u.reset_attempt.map(Value::from)),
+                    (
+                        "owner",
+                        u.guard.as_ref().map(|g| Value::String(g.owner.clone())),
+                    ),
+                    ("attempt", u.guard.as_ref().map(|g| Value::from(g.attempt))),
+                ];
+                for (key, value) in fields {
+                    if let Some(value) = value {
+                        row[key] = value;
+                    }
+                }
+                row
+            })
+            .collect(),
+    );
+    let applied: Vec<Hyphenated> = sqlx::query_scalar(
+        "UPDATE step_runs SET status = u.value ->> 'status', phase = u.value ->> 'phase', \
+         input = COALESCE(u.value -> 'input', input), \
+         output = COALESCE(u.value -> 'output', output), \
+         error = COALESCE(u.value -> 'error', error), \
+         runner = COALESCE(u.value ->> 'runner', runner), due_at = u.value ->> 'due', \
+         wait = u.value -> 'wait', attempt = COALESCE(u.value ->> 'reset', attempt), \
+         lease_owner = CASE WHEN u.value ->> 'keep' THEN lease_owner END, \
+         completed_at = CASE WHEN u.value ->> 'done' THEN ? END, updated_at = ? \
+         FROM json_each(?) AS u \
+         WHERE step_runs.id = u.value ->> 'id' AND (u.value ->> 'owner' IS NULL \
+         OR (step_runs.phase = 'executing' AND step_runs.lease_owner = u.value ->> 'owner' \
+         AND step_runs.attempt = u.value ->> 'attempt')) \
+         RETURNING step_runs.id",
+    )
+    .bind(at)
+    .bind(at)
+    .bind(rows.to_string())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(StoreError::from_sqlx)?;
+    let applied: std::collections::HashSet<Uuid> =
+        applied.into_iter().map(Hyphenated::into_uuid).collect();
+    match updates.iter().find(|u| !applied.contains(&u.id)) {
+        None => Ok(()),
+        Some(update) => Err(match &update.guard {
+            Some(guard) => stale(update.id, &guard.owner, guard.attempt),
+            None => StoreError::NotFound,
+        }),
+    }
+}
+
+/// Attempts of several steps, one statement (`NotFound` if a step row does not exist,
+/// `Conflict` if an attempt is already recorded).
+async fn insert_attempts(
+    conn: &mut SqliteConnection,
+    attempts: &[&AttemptRecord],
+) -> Result<(), StoreError> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    let rows = Value::Array(
+        attempts
+            .iter()
+            .map(|a| {
+                let mut row = json!({
+                    "step": a.step_row_id.hyphenated().to_string(),
+                    "attempt": a.attempt,
+                    "status": a.status.as_str(),
+                    "started": encode_time(&a.started_at),
+                    "completed": encode_time(&a.completed_at),
+                });
+                let fields = [
+                    ("input", a.input.clone()),
+                    ("output", a.output.clone()),
+                    ("error", a.error.clone()),
+                    ("runner", a.runner.clone().map(Value::String)),
+                    ("owner", a.lease_owner.clone().map(Value::String)),
+                ];
+                for (key, value) in fields {
+                    if let Some(value) = value {
+                        row[key] = value;
+                    }
+                }
+                row
+            })
+            .collect(),
+    );
+    let done = sqlx::query(
+        "INSERT INTO step_attempts (step_row_id, run_id, attempt, status, input, output, \
+         error, runner, lease_owner, started_at, completed_at) \
+         SELECT s.id, s.run_id, u.value ->> 'attempt', u.value ->> 'status', \
+         u.value -> 'input', u.value -> 'output', u.value -> 'error', u.value ->> 'runner', \
+         u.value ->> 'owner', u.value ->> 'started', u.value ->> 'completed' \
+         FROM json_each(?) AS u JOIN step_runs s ON s.id = u.value ->> 'step' ORDER BY u.key",
+    )
+    .bind(rows.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| {
+        StoreError::from_sqlx_unique(e, |_| {
+            "an attempt of the batch is already recorded".to_owned()
+        })
+    })?;
+    if done.rows_affected() != attempts.len() as u64 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
 }
 
 /// Steps 1–8 of [`RunTransaction::apply`] (everything but the events, left in `changes`).
@@ -407,6 +612,7 @@ async fn write_changes(
     run_id: Uuid,
     changes: &mut RunChanges,
     at: DateTime<Utc>,
+    rows_written: bool,
 ) -> Result<(), StoreError> {
     let at_text = encode_time(&at);
 
@@ -427,7 +633,13 @@ async fn write_changes(
         .map_err(StoreError::from_sqlx)?;
     }
 
-    for update in &changes.step_updates {
+    // Step updates, new steps and attempts: unless a batch wrote them for all its runs at once.
+    let step_updates: &[StepUpdate] = if rows_written {
+        &[]
+    } else {
+        &changes.step_updates
+    };
+    for update in step_updates {
         let completed_at = update.status.is_terminal().then(|| at_text.clone());
         let keep_lease = update.phase == StepPhase::Executing;
         let reset_attempt = update.reset_attempt.map(i64::from);
@@ -480,9 +692,14 @@ async fn write_changes(
         }
     }
 
-    insert_steps(&mut *conn, run_id, &changes.new_steps, &at_text).await?;
+    let (new_steps, attempts): (&[NewStep], &[AttemptRecord]) = if rows_written {
+        (&[], &[])
+    } else {
+        (&changes.new_steps, &changes.attempts)
+    };
+    insert_steps(&mut *conn, run_id, new_steps, &at_text).await?;
 
-    for record in &changes.attempts {
+    for record in attempts {
         let done = sqlx::query(
             "INSERT INTO step_attempts (step_row_id, run_id, attempt, status, input, output, \
              error, runner, lease_owner, started_at, completed_at) \

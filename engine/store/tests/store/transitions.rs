@@ -1020,7 +1020,12 @@ async fn batches_write_several_runs_at_once(store: Arc<dyn Store>) {
         (
             second,
             RunChanges {
-                step_updates: vec![update(&b[0].step, StepStatus::Completed, StepPhase::Done)],
+                step_updates: vec![StepUpdate {
+                    input: Some(json!({ "in": 1 })),
+                    output: Some(json!({ "out": 2 })),
+                    runner: Some("wasm".to_owned()),
+                    ..update(&b[0].step, StepStatus::Completed, StepPhase::Done)
+                }],
                 attempts: vec![attempt_of(&b[0], StepStatus::Completed, at)],
                 events: vec![
                     event(second, Some("b"), "step.completed"),
@@ -1077,7 +1082,24 @@ async fn batches_write_several_runs_at_once(store: Arc<dyn Store>) {
         store.get_run(first).await.unwrap().unwrap().status,
         RunStatus::Running
     );
-    assert_eq!(store.list_attempts(second).await.unwrap().len(), 1);
+    assert_eq!(
+        store.list_attempts(second).await.unwrap(),
+        vec![attempt_of(&b[0], StepStatus::Completed, at)]
+    );
+    // Written as a transition of its own would have written it.
+    let done = &store.list_steps(second).await.unwrap()[0];
+    assert_eq!(
+        (done.phase, done.status),
+        (StepPhase::Done, StepStatus::Completed)
+    );
+    assert_eq!(done.lease_owner, None);
+    assert_eq!(done.due_at, None);
+    assert_eq!(done.attempt, 1);
+    assert_eq!(done.input, Some(json!({ "in": 1 })));
+    assert_eq!(done.output, Some(json!({ "out": 2 })));
+    assert_eq!(done.runner.as_deref(), Some("wasm"));
+    assert_eq!(done.completed_at, Some(done.updated_at));
+    assert_eq!(done.started_at, b[0].step.started_at);
 }
 
 /// One stale guard in a batch: nothing of any run is written.
