@@ -7,7 +7,8 @@
 //! ones before it), writes them all with one [`weft_store::RunsTransaction::apply_and_claim`],
 //! and hands every other task its answer. An outcome whose step no longer runs under its lease
 //! (an earlier outcome of the batch ended its run) is answered `Stale`, as its own transaction
-//! would have been.
+//! would have been. A batch whose transaction fails is recorded again one outcome at a time, so
+//! one failing outcome does not take the others down with it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -106,6 +107,15 @@ async fn record_batch(
 ) -> Vec<Ended> {
     match record_all(executor, &mut batch, me).await {
         Ok(ended) => ended,
+        Err(e) if batch.len() > 1 => {
+            // One outcome must not take the others down with it: each on its own.
+            tracing::warn!(error = %e, outcomes = batch.len(), "a batch could not be recorded; recording its outcomes one by one");
+            let mut ended = Vec::new();
+            for member in std::mem::take(&mut batch) {
+                ended.extend(Box::pin(record_batch(executor, vec![member], me)).await);
+            }
+            ended
+        }
         Err(e) => {
             // The transaction failed as a whole: every outcome it carried is unrecorded (their
             // leases expire and the steps run again). Tell each.
