@@ -343,7 +343,7 @@ pub struct RunChanges {
     pub consume_signals: Vec<Uuid>,
 }
 
-/// Claim due steps at the end of a transition ([`RunTransaction::apply_and_claim`]).
+/// Claim due steps at the end of a batch of transitions ([`RunsTransaction::apply_and_claim`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimRequest {
     /// The replica claiming (its lease owner id).
@@ -415,16 +415,6 @@ pub trait RunTransaction: Send {
     ///    step was still executing (`post_signal` wakes only `waiting` steps) is not missed;
     /// 9. events, in order; returned with their sequence numbers.
     async fn apply(self: Box<Self>, changes: RunChanges) -> Result<Vec<EventRecord>, StoreError>;
-    /// [`RunTransaction::apply`], then, before the commit, claim up to `claim.limit` due steps
-    /// (of any run, oldest due first) for `claim.owner` exactly as [`crate::Store::claim_steps`]
-    /// does, their `step.started` events after the changes' events. The replica that records a
-    /// transition goes on with the work that is ready (often the successors it just made
-    /// ready) without another transaction, and without jumping ahead of older ready work.
-    async fn apply_and_claim(
-        self: Box<Self>,
-        changes: RunChanges,
-        claim: ClaimRequest,
-    ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError>;
     /// Abandon without writing.
     async fn rollback(self: Box<Self>) -> Result<(), StoreError>;
 }
@@ -439,8 +429,12 @@ pub trait RunsTransaction: Send {
     /// Their step rows, ordered by `(created_at, id)`.
     async fn steps(&mut self) -> Result<Vec<StepRecord>, StoreError>;
     /// Write each `(run, changes)` in turn as [`RunTransaction::apply`] writes one (steps 1–8),
-    /// then claim (if `claim`) as [`RunTransaction::apply_and_claim`] does, then append every
-    /// event, in order, and commit. On any error, nothing is written.
+    /// then (if `claim`) claim up to `claim.limit` due steps (of any run, oldest due first) for
+    /// `claim.owner` exactly as [`crate::Store::claim_steps`] does, their `step.started` events
+    /// after the changes' events, then append every event, in order, and commit. The replica
+    /// that records outcomes goes on with the work that is ready (often the successors just
+    /// made ready) without another transaction, and without jumping ahead of older ready work.
+    /// On any error, nothing is written.
     async fn apply_and_claim(
         self: Box<Self>,
         changes: Vec<(Uuid, RunChanges)>,

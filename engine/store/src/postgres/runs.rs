@@ -363,11 +363,12 @@ async fn apply_changes(
     conn: &mut PgConnection,
     run_id: Uuid,
     mut changes: RunChanges,
-    claim: Option<&ClaimRequest>,
-) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
+) -> Result<Vec<EventRecord>, StoreError> {
     let at = now();
     write_changes(&mut *conn, run_id, &mut changes, at).await?;
-    finish_changes(conn, changes.events, claim, at).await
+    finish_changes(conn, changes.events, None, at)
+        .await
+        .map(|(events, _)| events)
 }
 
 /// Several runs' changes ([`crate::RunsTransaction::apply_and_claim`]): each written in turn,
@@ -596,15 +597,9 @@ impl RunTransaction for PgRunTransaction {
     }
 
     async fn apply(self: Box<Self>, changes: RunChanges) -> Result<Vec<EventRecord>, StoreError> {
-        self.finish(changes, None).await.map(|(events, _)| events)
-    }
-
-    async fn apply_and_claim(
-        self: Box<Self>,
-        changes: RunChanges,
-        claim: ClaimRequest,
-    ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
-        self.finish(changes, Some(&claim)).await
+        let PgRunTransaction { mut tx, run } = *self;
+        let result = apply_changes(&mut tx, run.id, changes).await;
+        settle(tx, result).await
     }
 
     async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
@@ -644,37 +639,25 @@ impl RunsTransaction for PgRunsTransaction {
         claim: Option<ClaimRequest>,
     ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
         let PgRunsTransaction { mut tx, .. } = *self;
-        match apply_many(&mut tx, changes, claim.as_ref()).await {
-            Ok(done) => {
-                tx.commit().await.map_err(StoreError::from_sqlx)?;
-                Ok(done)
-            }
-            Err(e) => {
-                let _ = tx.rollback().await;
-                Err(e)
-            }
-        }
+        let result = apply_many(&mut tx, changes, claim.as_ref()).await;
+        settle(tx, result).await
     }
 }
 
-impl PgRunTransaction {
-    /// Apply, claim if asked, commit; on any error roll back.
-    async fn finish(
-        self: Box<Self>,
-        changes: RunChanges,
-        claim: Option<&ClaimRequest>,
-    ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
-        let PgRunTransaction { mut tx, run } = *self;
-        match apply_changes(&mut tx, run.id, changes, claim).await {
-            Ok(done) => {
-                tx.commit().await.map_err(StoreError::from_sqlx)?;
-                Ok(done)
-            }
-            Err(e) => {
-                // Release the locks now rather than when the connection is next used.
-                let _ = tx.rollback().await;
-                Err(e)
-            }
+/// Commit if `result` is `Ok`; otherwise roll back at once (releasing the locks now rather than
+/// when the connection is next used) and return the error.
+async fn settle<T>(
+    tx: Transaction<'static, Postgres>,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match result {
+        Ok(done) => {
+            tx.commit().await.map_err(StoreError::from_sqlx)?;
+            Ok(done)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
         }
     }
 }

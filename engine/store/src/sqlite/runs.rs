@@ -241,42 +241,15 @@ async fn insert_steps(
     }
     // One statement for all (a fork readies many); a duplicate is found row by row below (a
     // failed statement changes nothing in SQLite, the transaction goes on).
-    let rows = Value::Array(
-        steps
-            .iter()
-            .map(|s| {
-                json!([
-                    s.id.hyphenated().to_string(),
-                    s.step_id,
-                    encode_time(&s.due_at)
-                ])
-            })
-            .collect(),
-    );
-    let done = sqlx::query(
-        "INSERT INTO step_runs \
-         (id, run_id, step_id, status, phase, attempt, due_at, created_at, updated_at) \
-         SELECT value ->> 0, ?, value ->> 1, 'PENDING', 'queued', 0, value ->> 2, ?, ? \
-         FROM json_each(?) ORDER BY key",
-    )
-    .bind(run_id.hyphenated())
-    .bind(at)
-    .bind(at)
-    .bind(rows.to_string())
-    .execute(&mut *conn)
-    .await;
-    match done {
-        Ok(_) => Ok(()),
-        Err(e)
-            if e.as_database_error()
-                .is_some_and(|d| d.is_unique_violation()) =>
-        {
+    let rows: Vec<(Uuid, &NewStep)> = steps.iter().map(|s| (run_id, s)).collect();
+    match insert_steps_of_runs(&mut *conn, &rows, at).await {
+        Err(StoreError::Conflict(message)) => {
             for new in steps {
                 insert_step(conn, run_id, new, at).await?;
             }
-            Err(StoreError::from_sqlx(e))
+            Err(StoreError::Conflict(message))
         }
-        Err(e) => Err(StoreError::from_sqlx(e)),
+        done => done,
     }
 }
 
@@ -378,11 +351,12 @@ async fn apply_changes(
     conn: &mut SqliteConnection,
     run_id: Uuid,
     mut changes: RunChanges,
-    claim: Option<&ClaimRequest>,
-) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
+) -> Result<Vec<EventRecord>, StoreError> {
     let at = now();
     write_changes(&mut *conn, run_id, &mut changes, at, false).await?;
-    finish_changes(conn, changes.events, claim, at).await
+    finish_changes(conn, changes.events, None, at)
+        .await
+        .map(|(events, _)| events)
 }
 
 /// Several runs' changes ([`crate::RunsTransaction::apply_and_claim`]): the new steps, step
@@ -469,6 +443,15 @@ async fn insert_steps_of_runs(
     Ok(())
 }
 
+/// Set the fields of `row` that have a value (an absent key reads as SQL NULL through `->`).
+fn with_fields<const N: usize>(row: &mut Value, fields: [(&str, Option<Value>); N]) {
+    for (key, value) in fields {
+        if let Some(value) = value {
+            row[key] = value;
+        }
+    }
+}
+
 /// Step updates (each row at most once), one statement; each guarded one applies only if its
 /// row still runs under that lease, as in [`RunTransaction::apply`].
 async fn update_steps(
@@ -490,28 +473,26 @@ async fn update_steps(
                     "keep": u.phase == StepPhase::Executing,
                     "done": u.status.is_terminal(),
                 });
-                let fields = [
-                    ("input", u.input.clone()),
-                    ("output", u.output.clone()),
-                    ("error", u.error.clone()),
-                    ("runner", u.runner.clone().map(Value::String)),
-                    (
-                        "due",
-                        u.due_at.as_ref().map(|d| Value::String(encode_time(d))),
-                    ),
-                    ("wait", u.wait.clone()),
-                    ("reset", u.reset_attempt.map(Value::from)),
-                    (
-                        "owner",
-                        u.guard.as_ref().map(|g| Value::String(g.owner.clone())),
-                    ),
-                    ("attempt", u.guard.as_ref().map(|g| Value::from(g.attempt))),
-                ];
-                for (key, value) in fields {
-                    if let Some(value) = value {
-                        row[key] = value;
-                    }
-                }
+                with_fields(
+                    &mut row,
+                    [
+                        ("input", u.input.clone()),
+                        ("output", u.output.clone()),
+                        ("error", u.error.clone()),
+                        ("runner", u.runner.clone().map(Value::String)),
+                        (
+                            "due",
+                            u.due_at.as_ref().map(|d| Value::String(encode_time(d))),
+                        ),
+                        ("wait", u.wait.clone()),
+                        ("reset", u.reset_attempt.map(Value::from)),
+                        (
+                            "owner",
+                            u.guard.as_ref().map(|g| Value::String(g.owner.clone())),
+                        ),
+                        ("attempt", u.guard.as_ref().map(|g| Value::from(g.attempt))),
+                    ],
+                );
                 row
             })
             .collect(),
@@ -568,18 +549,16 @@ async fn insert_attempts(
                     "started": encode_time(&a.started_at),
                     "completed": encode_time(&a.completed_at),
                 });
-                let fields = [
-                    ("input", a.input.clone()),
-                    ("output", a.output.clone()),
-                    ("error", a.error.clone()),
-                    ("runner", a.runner.clone().map(Value::String)),
-                    ("owner", a.lease_owner.clone().map(Value::String)),
-                ];
-                for (key, value) in fields {
-                    if let Some(value) = value {
-                        row[key] = value;
-                    }
-                }
+                with_fields(
+                    &mut row,
+                    [
+                        ("input", a.input.clone()),
+                        ("output", a.output.clone()),
+                        ("error", a.error.clone()),
+                        ("runner", a.runner.clone().map(Value::String)),
+                        ("owner", a.lease_owner.clone().map(Value::String)),
+                    ],
+                );
                 row
             })
             .collect(),
@@ -835,15 +814,9 @@ impl RunTransaction for SqliteRunTransaction {
     }
 
     async fn apply(self: Box<Self>, changes: RunChanges) -> Result<Vec<EventRecord>, StoreError> {
-        self.finish(changes, None).await.map(|(events, _)| events)
-    }
-
-    async fn apply_and_claim(
-        self: Box<Self>,
-        changes: RunChanges,
-        claim: ClaimRequest,
-    ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
-        self.finish(changes, Some(&claim)).await
+        let SqliteRunTransaction { mut tx, run, _turn } = *self;
+        let result = apply_changes(&mut tx, run.id, changes).await;
+        settle(tx, result).await
     }
 
     async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
@@ -884,37 +857,25 @@ impl RunsTransaction for SqliteRunsTransaction {
         claim: Option<ClaimRequest>,
     ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
         let SqliteRunsTransaction { mut tx, _turn, .. } = *self;
-        match apply_many(&mut tx, changes, claim.as_ref()).await {
-            Ok(done) => {
-                tx.commit().await.map_err(StoreError::from_sqlx)?;
-                Ok(done)
-            }
-            Err(e) => {
-                let _ = tx.rollback().await;
-                Err(e)
-            }
-        }
+        let result = apply_many(&mut tx, changes, claim.as_ref()).await;
+        settle(tx, result).await
     }
 }
 
-impl SqliteRunTransaction {
-    /// Apply, claim if asked, commit; on any error roll back.
-    async fn finish(
-        self: Box<Self>,
-        changes: RunChanges,
-        claim: Option<&ClaimRequest>,
-    ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
-        let SqliteRunTransaction { mut tx, run, _turn } = *self;
-        match apply_changes(&mut tx, run.id, changes, claim).await {
-            Ok(done) => {
-                tx.commit().await.map_err(StoreError::from_sqlx)?;
-                Ok(done)
-            }
-            Err(e) => {
-                // Release the write lock now rather than when the connection is next used.
-                let _ = tx.rollback().await;
-                Err(e)
-            }
+/// Commit if `result` is `Ok`; otherwise roll back at once (releasing the locks now rather than
+/// when the connection is next used) and return the error.
+async fn settle<T>(
+    tx: Transaction<'static, Sqlite>,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match result {
+        Ok(done) => {
+            tx.commit().await.map_err(StoreError::from_sqlx)?;
+            Ok(done)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
         }
     }
 }

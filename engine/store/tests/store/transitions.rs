@@ -30,6 +30,7 @@ on_both_backends!(
     stream_events_by_scope_and_bounds,
     batches_write_several_runs_at_once,
     a_stale_batch_writes_nothing,
+    a_batch_claims_older_ready_work_before_its_successors,
 );
 on_both_backends!(multi_thread: events_resume_exactly_under_concurrent_writers);
 
@@ -1137,5 +1138,36 @@ async fn a_stale_batch_writes_nothing(store: Arc<dyn Store>) {
     assert_eq!(
         store.list_steps(first).await.unwrap()[0].phase,
         StepPhase::Executing
+    );
+}
+
+/// The claim at the end of a batch is FIFO: older ready work (another run's queued step) is
+/// taken before the successor the batch just made ready.
+async fn a_batch_claims_older_ready_work_before_its_successors(store: Arc<dyn Store>) {
+    let (first, a) = claimed_run(&store, &["a"], "w1").await;
+    let older = create(&store, &["waiting"]).await;
+    let tx = store.begin_runs(&[first]).await.unwrap();
+    let next = new_step("next", now());
+    let changes = vec![(
+        first,
+        RunChanges {
+            step_updates: vec![update(&a[0].step, StepStatus::Completed, StepPhase::Done)],
+            new_steps: vec![next.clone()],
+            ..Default::default()
+        },
+    )];
+    let claim = ClaimRequest {
+        owner: "w1".to_owned(),
+        lease: LEASE,
+        limit: 1,
+    };
+    let (_, claimed) = tx.apply_and_claim(changes, Some(claim)).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].step.run_id, older, "the older ready step first");
+    let successor = step_named(&store, first, "next").await;
+    assert_eq!(
+        successor.phase,
+        StepPhase::Queued,
+        "the successor waits its turn"
     );
 }
