@@ -434,10 +434,18 @@ impl Executor {
             while let Ok(job) = handoff.try_recv() {
                 self.spawn_job(&mut steps, job);
             }
-            let free = shared.slots.available_permits();
+            // The slots first, then the claim: a step claimed is a step with a slot to run in
+            // (recording transactions take free slots concurrently).
+            let mut permits = Vec::new();
+            while permits.len() < 256 {
+                match shared.slots.clone().try_acquire_owned() {
+                    Ok(permit) => permits.push(permit),
+                    Err(_) => break,
+                }
+            }
             let mut claimed_full = false;
-            if free > 0 {
-                let limit = u32::try_from(free.min(256)).unwrap_or(256);
+            if !permits.is_empty() {
+                let limit = u32::try_from(permits.len()).unwrap_or(256);
                 match shared
                     .store
                     .claim_steps(&shared.owner, shared.options.lease, limit)
@@ -445,10 +453,8 @@ impl Executor {
                 {
                     Ok(claimed) => {
                         claimed_full = claimed.len() as u32 == limit;
-                        for step in claimed {
-                            let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
-                                break;
-                            };
+                        // Slots left over go back as `permits` drops.
+                        for (step, permit) in claimed.into_iter().zip(permits.drain(..)) {
                             let cancel = shared.in_flight.insert(step.step.id, step.step.run_id);
                             self.spawn_job(
                                 &mut steps,
@@ -464,6 +470,7 @@ impl Executor {
                     Err(e) => tracing::warn!(error = %e, "claiming steps failed; retrying"),
                 }
             }
+            drop(permits);
             if claimed_full && shared.slots.available_permits() > 0 {
                 continue;
             }
