@@ -49,9 +49,9 @@ pub use records::{
 };
 pub use runs::{
     AttemptRecord, ClaimRequest, ClaimedStep, EventQuery, EventRecord, EventScope, LeaseGuard,
-    NewEvent, NewRun, NewStep, ParentRef, QueueStats, RunChanges, RunQuery, RunRecord, RunStatus,
-    RunTransaction, RunUpdate, RunsTransaction, ScopedEvent, SignalRecord, StepPhase, StepRecord,
-    StepStatus, StepUpdate,
+    NewEvent, NewRun, NewStep, ParentRef, QueueStats, RunChanges, RunOutputs, RunQuery, RunRecord,
+    RunStatus, RunTransaction, RunUpdate, RunsTransaction, ScopedEvent, SignalRecord, StepPhase,
+    StepRecord, StepStatus, StepUpdate,
 };
 
 /// The database engine behind a [`Store`].
@@ -167,6 +167,10 @@ pub trait Store: Send + Sync + 'static {
     async fn list_runs(&self, q: &RunQuery) -> Result<Page<RunRecord>, StoreError>;
     /// A run's step rows, ordered by `(created_at, id)` (empty for an unknown run).
     async fn list_steps(&self, run_id: Uuid) -> Result<Vec<StepRecord>, StoreError>;
+    /// The runs with these ids that exist (in no set order), each with the outputs of its
+    /// completed steps by step id: what a step binds its input from. Two statements whatever
+    /// the number of runs.
+    async fn runs_with_outputs(&self, run_ids: &[Uuid]) -> Result<Vec<RunOutputs>, StoreError>;
     async fn get_step(&self, id: Uuid) -> Result<Option<StepRecord>, StoreError>;
     /// All attempts of the run's steps, by step row (`(created_at, id)`), then attempt.
     async fn list_attempts(&self, run_id: Uuid) -> Result<Vec<AttemptRecord>, StoreError>;

@@ -18,8 +18,8 @@ use crate::filter::sql::{Dialect, push_definition_where, push_page};
 use crate::migration::{MIGRATIONS_TABLE, MigrationStatus, POSTGRES_MIGRATOR, migration_error};
 use crate::records::{decode_size, encode_size, new_id, now};
 use crate::runs::{
-    AttemptRecord, ClaimedStep, EventQuery, EventRecord, NewEvent, NewRun, RunQuery, RunRecord,
-    RunTransaction, RunsTransaction, ScopedEvent, SignalRecord, StepRecord,
+    AttemptRecord, ClaimedStep, EventQuery, EventRecord, NewEvent, NewRun, RunOutputs, RunQuery,
+    RunRecord, RunTransaction, RunsTransaction, ScopedEvent, SignalRecord, StepRecord,
 };
 use crate::{
     Backend, DefinitionQuery, DefinitionRecord, DefinitionUpdate, NewDefinition, NewPlugin,
@@ -602,6 +602,10 @@ impl Store for PgStore {
 
     async fn list_steps(&self, run_id: Uuid) -> Result<Vec<StepRecord>, StoreError> {
         self.list_steps_impl(run_id).await
+    }
+
+    async fn runs_with_outputs(&self, run_ids: &[Uuid]) -> Result<Vec<RunOutputs>, StoreError> {
+        self.runs_with_outputs_impl(run_ids).await
     }
 
     async fn get_step(&self, id: Uuid) -> Result<Option<StepRecord>, StoreError> {

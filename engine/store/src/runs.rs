@@ -343,6 +343,37 @@ pub struct RunChanges {
     pub consume_signals: Vec<Uuid>,
 }
 
+/// A run and the outputs of its completed steps ([`crate::Store::runs_with_outputs`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutputs {
+    pub run: RunRecord,
+    /// Step id → output (`null` for a step that completed without one).
+    pub outputs: serde_json::Map<String, Value>,
+}
+
+impl RunOutputs {
+    /// Runs with the `(run id, step id, output)` of their completed steps (rows of other
+    /// runs are left out).
+    pub(crate) fn join(
+        runs: Vec<RunRecord>,
+        outputs: impl IntoIterator<Item = (Uuid, String, Option<Value>)>,
+    ) -> Vec<RunOutputs> {
+        let mut found: std::collections::HashMap<Uuid, RunOutputs> = runs
+            .into_iter()
+            .map(|run| {
+                let outputs = serde_json::Map::new();
+                (run.id, RunOutputs { run, outputs })
+            })
+            .collect();
+        for (run_id, step_id, output) in outputs {
+            if let Some(entry) = found.get_mut(&run_id) {
+                entry.outputs.insert(step_id, output.unwrap_or(Value::Null));
+            }
+        }
+        found.into_values().collect()
+    }
+}
+
 /// Claim due steps at the end of a batch of transitions ([`RunsTransaction::apply_and_claim`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimRequest {

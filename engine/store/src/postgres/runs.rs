@@ -31,8 +31,8 @@ use crate::records::{
 };
 use crate::runs::{
     AttemptRecord, ClaimRequest, ClaimedStep, EventQuery, EventRecord, EventScope, NewEvent,
-    NewRun, NewStep, ParentRef, RunChanges, RunQuery, RunRecord, RunTransaction, RunsTransaction,
-    ScopedEvent, SignalRecord, StepPhase, StepRecord,
+    NewRun, NewStep, ParentRef, RunChanges, RunOutputs, RunQuery, RunRecord, RunTransaction,
+    RunsTransaction, ScopedEvent, SignalRecord, StepPhase, StepRecord,
 };
 use crate::{Page, StoreError};
 
@@ -793,6 +793,45 @@ impl PgStore {
     ) -> Result<Vec<StepRecord>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
         steps_of(&mut conn, run_id).await
+    }
+
+    pub(super) async fn runs_with_outputs_impl(
+        &self,
+        run_ids: &[Uuid],
+    ) -> Result<Vec<RunOutputs>, StoreError> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
+        let runs = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM workflow_runs WHERE id = ANY($1)"
+        ))
+        .bind(run_ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let outputs = sqlx::query(
+            "SELECT run_id, step_id, output FROM step_runs \
+             WHERE run_id = ANY($1) AND status = 'COMPLETED'",
+        )
+        .bind(run_ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let runs = runs.iter().map(run).collect::<Result<Vec<_>, _>>()?;
+        let outputs = outputs
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("run_id")?,
+                    row.try_get("step_id")?,
+                    row.try_get("output")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(RunOutputs::join(runs, outputs))
     }
 
     pub(super) async fn get_step_impl(&self, id: Uuid) -> Result<Option<StepRecord>, StoreError> {

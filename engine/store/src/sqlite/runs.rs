@@ -23,8 +23,8 @@ use crate::records::{
 };
 use crate::runs::{
     AttemptRecord, ClaimRequest, ClaimedStep, EventQuery, EventRecord, EventScope, NewEvent,
-    NewRun, NewStep, ParentRef, RunChanges, RunQuery, RunRecord, RunTransaction, RunsTransaction,
-    ScopedEvent, SignalRecord, StepPhase, StepRecord, StepUpdate,
+    NewRun, NewStep, ParentRef, RunChanges, RunOutputs, RunQuery, RunRecord, RunTransaction,
+    RunsTransaction, ScopedEvent, SignalRecord, StepPhase, StepRecord, StepUpdate,
 };
 use crate::{Page, StoreError};
 
@@ -1019,6 +1019,46 @@ impl SqliteStore {
     ) -> Result<Vec<StepRecord>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
         steps_of(&mut conn, run_id).await
+    }
+
+    pub(super) async fn runs_with_outputs_impl(
+        &self,
+        run_ids: &[Uuid],
+    ) -> Result<Vec<RunOutputs>, StoreError> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = id_list(run_ids.iter().copied());
+        let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
+        let runs = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM workflow_runs WHERE id IN (SELECT value FROM json_each(?))"
+        ))
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let outputs = sqlx::query(
+            "SELECT run_id, step_id, output FROM step_runs \
+             WHERE run_id IN (SELECT value FROM json_each(?)) AND status = 'COMPLETED'",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let runs = runs.iter().map(run).collect::<Result<Vec<_>, _>>()?;
+        let outputs = outputs
+            .iter()
+            .map(|row| {
+                Ok((
+                    uuid(row, "run_id")?,
+                    row.try_get("step_id")?,
+                    row.try_get("output")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(RunOutputs::join(runs, outputs))
     }
 
     pub(super) async fn get_step_impl(&self, id: Uuid) -> Result<Option<StepRecord>, StoreError> {

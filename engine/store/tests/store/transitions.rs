@@ -31,6 +31,7 @@ on_both_backends!(
     batches_write_several_runs_at_once,
     a_stale_batch_writes_nothing,
     a_batch_claims_older_ready_work_before_its_successors,
+    runs_with_outputs_reads_completed_outputs_of_many_runs,
 );
 on_both_backends!(multi_thread: events_resume_exactly_under_concurrent_writers);
 
@@ -1170,4 +1171,54 @@ async fn a_batch_claims_older_ready_work_before_its_successors(store: Arc<dyn St
         StepPhase::Queued,
         "the successor waits its turn"
     );
+}
+
+/// Two runs, each with a completed, a failed and a running step (one completed without an
+/// output), and an unknown id: each run comes back once with exactly its completed outputs.
+async fn runs_with_outputs_reads_completed_outputs_of_many_runs(store: Arc<dyn Store>) {
+    assert!(store.runs_with_outputs(&[]).await.unwrap().is_empty());
+    let mut expected = Vec::new();
+    for (n, owner) in [(1, "w1"), (2, "w2")] {
+        let (run_id, claimed) =
+            claimed_run(&store, &["done", "bare", "failed", "busy"], owner).await;
+        let step = |name: &str| {
+            claimed
+                .iter()
+                .find(|c| c.step.step_id == name)
+                .map(|c| c.step.clone())
+                .unwrap()
+        };
+        let tx = store.begin_run(run_id).await.unwrap();
+        tx.apply(RunChanges {
+            step_updates: vec![
+                StepUpdate {
+                    output: Some(json!({ "run": n })),
+                    ..update(&step("done"), StepStatus::Completed, StepPhase::Done)
+                },
+                update(&step("bare"), StepStatus::Completed, StepPhase::Done),
+                StepUpdate {
+                    output: Some(json!({ "partial": true })),
+                    error: Some(json!({ "code": "boom" })),
+                    ..update(&step("failed"), StepStatus::Failed, StepPhase::Done)
+                },
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        expected.push((run_id, json!({ "done": { "run": n }, "bare": null })));
+    }
+    let ids: Vec<Uuid> = expected
+        .iter()
+        .map(|(id, _)| *id)
+        .chain([Uuid::now_v7()])
+        .collect();
+    let mut found = store.runs_with_outputs(&ids).await.unwrap();
+    found.sort_by_key(|r| r.run.id);
+    expected.sort_by_key(|(id, _)| *id);
+    assert_eq!(found.len(), 2);
+    for (found, (run_id, outputs)) in found.iter().zip(&expected) {
+        assert_eq!(found.run, store.get_run(*run_id).await.unwrap().unwrap());
+        assert_eq!(serde_json::Value::Object(found.outputs.clone()), *outputs);
+    }
 }

@@ -394,7 +394,13 @@ impl Executor {
         let mut next = Some(job);
         while let Some(job) = next.take() {
             let id = job.claimed.step.id;
-            let mut claimed = worker::execute(&self, job).await.into_iter();
+            let mut claimed = worker::execute(&self, job).await;
+            // The next step needs its run read: read those of all (the dispatcher reads the
+            // others' otherwise, all it was handed at once).
+            if claimed.first().is_some_and(|j| j.context.is_none()) {
+                worker::with_contexts(&self, &mut claimed).await;
+            }
+            let mut claimed = claimed.into_iter();
             self.shared.in_flight.remove(id);
             next = claimed.next();
             for job in claimed {
@@ -425,14 +431,21 @@ impl Executor {
             return;
         };
         tracing::info!(owner = %shared.owner, "executor started");
+        let mut handed = Vec::new();
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
-            // Reap finished step tasks, spawn handed-over steps.
+            // Reap finished step tasks, spawn handed-over steps (their runs read at once).
             while steps.try_join_next().is_some() {}
             while let Ok(job) = handoff.try_recv() {
-                self.spawn_job(&mut steps, job);
+                handed.push(job);
+            }
+            if !handed.is_empty() {
+                worker::with_contexts(&self, &mut handed).await;
+                for job in handed.drain(..) {
+                    self.spawn_job(&mut steps, job);
+                }
             }
             // The slots first, then the claim: a step claimed is a step with a slot to run in
             // (recording transactions take free slots concurrently).
@@ -454,17 +467,19 @@ impl Executor {
                     Ok(claimed) => {
                         claimed_full = claimed.len() as u32 == limit;
                         // Slots left over go back as `permits` drops.
-                        for (step, permit) in claimed.into_iter().zip(permits.drain(..)) {
-                            let cancel = shared.in_flight.insert(step.step.id, step.step.run_id);
-                            self.spawn_job(
-                                &mut steps,
-                                worker::Job {
-                                    claimed: step,
-                                    permit,
-                                    cancel,
-                                    context: None,
-                                },
-                            );
+                        let mut jobs: Vec<worker::Job> = claimed
+                            .into_iter()
+                            .zip(permits.drain(..))
+                            .map(|(step, permit)| worker::Job {
+                                cancel: shared.in_flight.insert(step.step.id, step.step.run_id),
+                                claimed: step,
+                                permit,
+                                context: None,
+                            })
+                            .collect();
+                        worker::with_contexts(&self, &mut jobs).await;
+                        for job in jobs {
+                            self.spawn_job(&mut steps, job);
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "claiming steps failed; retrying"),
@@ -488,7 +503,7 @@ impl Executor {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = shared.wake.notified() => {}
-                    Some(job) = handoff.recv() => self.spawn_job(&mut steps, job),
+                    Some(job) = handoff.recv() => handed.push(job),
                     () = tokio::time::sleep(Duration::from_millis(20)) => {}
                 }
                 continue;
@@ -496,7 +511,7 @@ impl Executor {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = shared.wake.notified() => {}
-                Some(job) = handoff.recv() => self.spawn_job(&mut steps, job),
+                Some(job) = handoff.recv() => handed.push(job),
                 () = tokio::time::sleep(sleep) => {}
                 Some(_) = steps.join_next(), if !steps.is_empty() => {}
             }
@@ -516,6 +531,9 @@ impl Executor {
         }
         handoff.close();
         while let Ok(job) = handoff.try_recv() {
+            handed.push(job);
+        }
+        for job in handed {
             shared.in_flight.remove(job.claimed.step.id);
         }
         match shared.store.release_leases(&shared.owner).await {

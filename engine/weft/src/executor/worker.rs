@@ -1,6 +1,7 @@
 //! Running one claimed step: compute its outcome (through a runner for task steps, inside the
 //! engine for the others), then record it with [`plan::step_outcome`] in one transaction.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,8 +14,8 @@ use weft_domain::expression::Expression;
 use weft_domain::{DefinitionSpec, StepDefinition, StepType};
 use weft_runtime::StepContext;
 use weft_store::{
-    ClaimedStep, LeaseGuard, NewRun, NewStep, ParentRef, RunRecord, RunStatus, StepPhase,
-    StepRecord, StoreError,
+    ClaimedStep, LeaseGuard, NewRun, NewStep, ParentRef, RunOutputs, RunRecord, RunStatus,
+    StepPhase, StepRecord, StoreError,
 };
 
 use super::plan::{self, Failure, Outcome};
@@ -38,6 +39,38 @@ pub struct Job {
 pub struct RunContext {
     pub run: RunRecord,
     pub outputs: Map<String, Value>,
+}
+
+/// Give the jobs that have no run context theirs, read for all of them at once (two
+/// statements, instead of two for each job as it starts). A job left without one (the read
+/// failed) reads its own.
+pub async fn with_contexts(executor: &Executor, jobs: &mut [Job]) {
+    let mut missing: Vec<Uuid> = jobs
+        .iter()
+        .filter(|j| j.context.is_none())
+        .map(|j| j.claimed.step.run_id)
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    missing.sort_unstable();
+    missing.dedup();
+    let found = match executor.shared.store.runs_with_outputs(&missing).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, runs = missing.len(), "cannot read the runs of claimed steps; each step reads its own");
+            return;
+        }
+    };
+    let found: HashMap<Uuid, RunOutputs> = found.into_iter().map(|r| (r.run.id, r)).collect();
+    for job in jobs.iter_mut().filter(|j| j.context.is_none()) {
+        if let Some(RunOutputs { run, outputs }) = found.get(&job.claimed.step.run_id) {
+            job.context = Some(RunContext {
+                run: run.clone(),
+                outputs: outputs.clone(),
+            });
+        }
+    }
 }
 
 /// Execute `job` and record the outcome; return the steps claimed in the same transaction
@@ -85,16 +118,11 @@ async fn execute_inner(
     let (run, outputs) = match context {
         Some(RunContext { run, outputs }) => (run, outputs),
         None => {
-            let (run, steps) = tokio::join!(
-                shared.store.get_run(row.run_id),
-                shared.store.list_steps(row.run_id)
-            );
-            let run = run?.ok_or(ExecutorError::Store(StoreError::NotFound))?;
-            let outputs: Map<String, Value> = steps?
+            let found = shared.store.runs_with_outputs(&[row.run_id]).await?;
+            let RunOutputs { run, outputs } = found
                 .into_iter()
-                .filter(|s| s.status == RunStatus::Completed)
-                .map(|s| (s.step_id, s.output.unwrap_or(Value::Null)))
-                .collect();
+                .next()
+                .ok_or(ExecutorError::Store(StoreError::NotFound))?;
             (run, outputs)
         }
     };
