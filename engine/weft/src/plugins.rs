@@ -114,7 +114,16 @@ pub struct PluginInfo {
     pub loaded_from_cache: bool,
 }
 
+/// One plugin version, as [`PluginRegistry::resolve`] found it (cheap to clone).
 #[derive(Clone)]
+pub struct ResolvedPlugin(Arc<Entry>);
+
+impl ResolvedPlugin {
+    pub fn info(&self) -> &PluginInfo {
+        &self.0.info
+    }
+}
+
 struct Entry {
     info: PluginInfo,
     loaded: LoadedPlugin,
@@ -249,7 +258,7 @@ struct Inner {
     runtime: Runtime,
     store: Arc<dyn Store>,
     options: RegistryOptions,
-    catalogue: RwLock<BTreeMap<String, BTreeMap<semver::Version, Entry>>>,
+    catalogue: RwLock<BTreeMap<String, BTreeMap<semver::Version, Arc<Entry>>>>,
     /// Directory reloads run one at a time.
     reloading: tokio::sync::Mutex<DirState>,
 }
@@ -341,13 +350,14 @@ impl PluginRegistry {
         catalogue
             .entry(info.name.clone())
             .or_default()
-            .insert(entry.version.clone(), entry);
+            .insert(entry.version.clone(), Arc::new(entry));
         info
     }
 
     fn read(
         &self,
-    ) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, BTreeMap<semver::Version, Entry>>> {
+    ) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, BTreeMap<semver::Version, Arc<Entry>>>>
+    {
         self.inner
             .catalogue
             .read()
@@ -356,14 +366,15 @@ impl PluginRegistry {
 
     fn write(
         &self,
-    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, BTreeMap<semver::Version, Entry>>> {
+    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, BTreeMap<semver::Version, Arc<Entry>>>>
+    {
         self.inner
             .catalogue
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn entry(&self, name: &str, version: &semver::Version) -> Option<Entry> {
+    fn entry(&self, name: &str, version: &semver::Version) -> Option<Arc<Entry>> {
         self.read().get(name)?.get(version).cloned()
     }
 
@@ -379,12 +390,12 @@ impl PluginRegistry {
         let version = loaded.description.version.clone();
         if let Some(existing) = self.entry(&name, &version) {
             return if existing.info.sha256 == loaded.sha256 {
-                Ok((existing.info, false))
+                Ok((existing.info.clone(), false))
             } else {
                 Err(PluginError::VersionExists {
                     name,
                     version: version.to_string(),
-                    existing: existing.info.sha256,
+                    existing: existing.info.sha256.clone(),
                 })
             };
         }
@@ -439,10 +450,10 @@ impl PluginRegistry {
 
     /// One version.
     pub fn get(&self, name: &str, version: &str) -> Result<PluginInfo, PluginError> {
-        self.lookup(name, version).map(|e| e.info)
+        self.lookup(name, version).map(|e| e.info.clone())
     }
 
-    fn lookup(&self, name: &str, version: &str) -> Result<Entry, PluginError> {
+    fn lookup(&self, name: &str, version: &str) -> Result<Arc<Entry>, PluginError> {
         let not_found = || PluginError::NotFound(format!("{name}@{version}"));
         let version = semver::Version::parse(version).map_err(|_| not_found())?;
         self.entry(name, &version).ok_or_else(not_found)
@@ -453,14 +464,14 @@ impl PluginRegistry {
         &self,
         name: &str,
         requirement: Option<&semver::VersionReq>,
-    ) -> Option<(PluginInfo, LoadedPlugin)> {
+    ) -> Option<ResolvedPlugin> {
         let catalogue = self.read();
         let versions = catalogue.get(name)?;
         versions
             .values()
             .rev()
             .find(|e| requirement.is_none_or(|r| r.matches(&e.version)))
-            .map(|e| (e.info.clone(), e.loaded.clone()))
+            .map(|e| ResolvedPlugin(e.clone()))
     }
 
     /// The component bytes of one version.
@@ -586,6 +597,21 @@ impl PluginRegistry {
         cancel: CancellationToken,
     ) -> Result<InvokeReport, PluginError> {
         let entry = self.lookup(name, version)?;
+        Ok(self
+            .invoke_resolved(&ResolvedPlugin(entry), input, overrides, context, cancel)
+            .await)
+    }
+
+    /// [`PluginRegistry::invoke_with_context`] of a plugin already resolved.
+    pub async fn invoke_resolved(
+        &self,
+        plugin: &ResolvedPlugin,
+        input: &Value,
+        overrides: &PluginLimits,
+        context: StepContext,
+        cancel: CancellationToken,
+    ) -> InvokeReport {
+        let entry = &plugin.0;
         let limits = overrides
             .apply_to(
                 &entry
@@ -600,7 +626,7 @@ impl PluginRegistry {
             .runtime
             .invoke(&entry.loaded, context, input, &limits, cancel)
             .await;
-        Ok(report(result, &limits, started.elapsed()))
+        report(result, &limits, started.elapsed())
     }
 
     /// Re-scan the plugins directory: load new or changed `*.wasm` files, drop vanished ones.
@@ -687,7 +713,7 @@ impl PluginRegistry {
             return Err(PluginError::VersionExists {
                 name: d.name.clone(),
                 version: d.version.to_string(),
-                existing: existing.info.sha256,
+                existing: existing.info.sha256.clone(),
             });
         }
         let source = PluginSource::Directory {

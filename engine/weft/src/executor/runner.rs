@@ -67,7 +67,7 @@ impl Runner for WasmRunner {
     }
 
     async fn run(&self, request: TaskRequest, cancel: CancellationToken) -> TaskResult {
-        let Some((info, _)) = self
+        let Some(plugin) = self
             .plugins
             .resolve(&request.task, request.version.as_ref())
         else {
@@ -84,20 +84,9 @@ impl Runner for WasmRunner {
         };
         let report = self
             .plugins
-            .invoke_with_context(
-                &info.name,
-                &info.version,
-                &request.input,
-                &overrides,
-                request.context,
-                cancel,
-            )
-            .await
-            .map_err(|e| Failure {
-                code: "runner_error".into(),
-                message: e.to_string(),
-                retryable: true,
-            })?;
+            .invoke_resolved(&plugin, &request.input, &overrides, request.context, cancel)
+            .await;
+        let info = plugin.info();
         self.metrics
             .wasm_invocation(&info.name, report.fuel_used, report.peak_memory_bytes);
         match (report.output, report.error) {
