@@ -249,3 +249,21 @@ pub(crate) fn terminal_run(run_id: uuid::Uuid, status: RunStatus) -> StoreError 
         status.as_str()
     ))
 }
+
+/// Commit if `result` is `Ok`; otherwise roll back at once (releasing the locks now rather than
+/// when the connection is next used) and return the error.
+pub(crate) async fn settle<DB: sqlx::Database, T>(
+    tx: sqlx::Transaction<'static, DB>,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match result {
+        Ok(done) => {
+            tx.commit().await.map_err(StoreError::from_sqlx)?;
+            Ok(done)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}

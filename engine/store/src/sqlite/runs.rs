@@ -19,7 +19,7 @@ use super::{SqliteStore, encode_time};
 use crate::filter::sql::{push_limit_offset, push_run_where};
 use crate::records::{
     attempt_conflict, decode_count, decode_phase, decode_status, idempotency_conflict, lease_until,
-    now, run_conflict, stale, step_conflict, terminal_run,
+    now, run_conflict, settle, stale, step_conflict, terminal_run,
 };
 use crate::runs::{
     AttemptRecord, ClaimRequest, ClaimedStep, EventQuery, EventRecord, EventScope, NewEvent,
@@ -859,24 +859,6 @@ impl RunsTransaction for SqliteRunsTransaction {
         let SqliteRunsTransaction { mut tx, _turn, .. } = *self;
         let result = apply_many(&mut tx, changes, claim.as_ref()).await;
         settle(tx, result).await
-    }
-}
-
-/// Commit if `result` is `Ok`; otherwise roll back at once (releasing the locks now rather than
-/// when the connection is next used) and return the error.
-async fn settle<T>(
-    tx: Transaction<'static, Sqlite>,
-    result: Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    match result {
-        Ok(done) => {
-            tx.commit().await.map_err(StoreError::from_sqlx)?;
-            Ok(done)
-        }
-        Err(e) => {
-            let _ = tx.rollback().await;
-            Err(e)
-        }
     }
 }
 

@@ -37,6 +37,23 @@ on_both_backends!(multi_thread: events_resume_exactly_under_concurrent_writers);
 
 const LEASE: Duration = Duration::from_secs(30);
 
+/// `done` is `claim`'s step as a completed first attempt by the `wasm` runner (input
+/// `{"in": 1}`, output `{"out": 2}`) leaves it.
+fn assert_completed_by_wasm(done: &weft_store::StepRecord, claim: &ClaimedStep) {
+    assert_eq!(
+        (done.phase, done.status),
+        (StepPhase::Done, StepStatus::Completed)
+    );
+    assert_eq!(done.lease_owner, None);
+    assert_eq!(done.due_at, None);
+    assert_eq!(done.attempt, 1);
+    assert_eq!(done.input, Some(json!({ "in": 1 })));
+    assert_eq!(done.output, Some(json!({ "out": 2 })));
+    assert_eq!(done.runner.as_deref(), Some("wasm"));
+    assert_eq!(done.completed_at, Some(done.updated_at));
+    assert_eq!(done.started_at, claim.step.started_at);
+}
+
 /// Create a run with `steps` and claim them all (as `owner`).
 async fn claimed_run(
     store: &Arc<dyn Store>,
@@ -131,18 +148,7 @@ async fn apply_with_guard(store: Arc<dyn Store>) {
     let steps = store.list_steps(run_id).await.unwrap();
     assert_eq!(steps.len(), 2);
     let done = &steps[0];
-    assert_eq!(
-        (done.phase, done.status),
-        (StepPhase::Done, StepStatus::Completed)
-    );
-    assert_eq!(done.lease_owner, None);
-    assert_eq!(done.due_at, None);
-    assert_eq!(done.attempt, 1);
-    assert_eq!(done.input, Some(json!({ "in": 1 })));
-    assert_eq!(done.output, Some(json!({ "out": 2 })));
-    assert_eq!(done.runner.as_deref(), Some("wasm"));
-    assert_eq!(done.completed_at, Some(done.updated_at));
-    assert_eq!(done.started_at, claim.step.started_at);
+    assert_completed_by_wasm(done, claim);
     let queued = &steps[1];
     assert_eq!(queued.id, next.id);
     assert_eq!(queued.step_id, "next");
@@ -1090,18 +1096,7 @@ async fn batches_write_several_runs_at_once(store: Arc<dyn Store>) {
     );
     // Written as a transition of its own would have written it.
     let done = &store.list_steps(second).await.unwrap()[0];
-    assert_eq!(
-        (done.phase, done.status),
-        (StepPhase::Done, StepStatus::Completed)
-    );
-    assert_eq!(done.lease_owner, None);
-    assert_eq!(done.due_at, None);
-    assert_eq!(done.attempt, 1);
-    assert_eq!(done.input, Some(json!({ "in": 1 })));
-    assert_eq!(done.output, Some(json!({ "out": 2 })));
-    assert_eq!(done.runner.as_deref(), Some("wasm"));
-    assert_eq!(done.completed_at, Some(done.updated_at));
-    assert_eq!(done.started_at, b[0].step.started_at);
+    assert_completed_by_wasm(done, &b[0]);
 }
 
 /// One stale guard in a batch: nothing of any run is written.

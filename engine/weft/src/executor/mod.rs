@@ -156,7 +156,7 @@ pub enum ExecutorError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The transaction that carried this outcome with others of its run failed.
+    /// The transaction that carried this outcome with others failed.
     #[error("recording failed: {0}")]
     Batch(String),
     /// A run's definition is gone.
@@ -177,7 +177,7 @@ struct Shared {
     slots: Arc<Semaphore>,
     metrics: Metrics,
     traces: Traces,
-    /// Outcomes waiting to be recorded, by run.
+    /// Outcomes waiting to be recorded (of any runs), and the turn to record them.
     batches: record::Batches,
     /// Cancelled when the dispatcher stops: no step is claimed after it.
     stopping: CancellationToken,
