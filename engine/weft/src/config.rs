@@ -54,6 +54,8 @@ pub mod defaults {
     pub const WS_PING_SECS: u64 = 20;
     /// Milliseconds a WebSocket frame may take to leave before the client counts as stuck.
     pub const WS_SEND_TIMEOUT_MS: u64 = 10_000;
+    /// A lagging client's time to read up to its close frame.
+    pub const WS_CLOSE_LINGER_SECS: u64 = 15;
     /// Milliseconds between looks at the event log for new events.
     pub const EVENTS_POLL_MS: u64 = 50;
     /// Longest time a finished span waits before it is exported.
@@ -335,6 +337,9 @@ pub struct LiveOptions {
     pub ping_interval: Duration,
     /// Longest a frame may take to leave before the client is closed as stuck.
     pub send_timeout: Duration,
+    /// Longest a socket closed for falling behind waits for its client to read through what is
+    /// buffered for it up to the close frame (at least `send_timeout`); then it is dropped.
+    pub close_linger: Duration,
     /// Between looks at the event log.
     pub poll_interval: Duration,
 }
@@ -772,6 +777,7 @@ impl Config {
                 buffer_events: defaults::WS_BUFFER_EVENTS,
                 ping_interval: Duration::from_secs(defaults::WS_PING_SECS),
                 send_timeout: Duration::from_millis(defaults::WS_SEND_TIMEOUT_MS),
+                close_linger: Duration::from_secs(defaults::WS_CLOSE_LINGER_SECS),
                 poll_interval: Duration::from_millis(20),
             },
         }
@@ -829,6 +835,7 @@ fn live_options(args: &ServeArgs, file: &FileConfig) -> Result<LiveOptions, Conf
         buffer_events,
         ping_interval: Duration::from_secs(ping_secs),
         send_timeout: Duration::from_millis(send_timeout_ms),
+        close_linger: Duration::from_secs(defaults::WS_CLOSE_LINGER_SECS),
         poll_interval: Duration::from_millis(poll_ms),
     })
 }

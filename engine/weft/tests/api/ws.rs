@@ -279,6 +279,9 @@ both_backends!(
         let app = app_with_add(backend, |c| {
             c.live.buffer_events = 64;
             c.live.send_timeout = Duration::from_millis(500);
+            // The slow client starts reading only after every signal is posted, which can take
+            // longer than the default linger on a loaded machine.
+            c.live.close_linger = Duration::from_secs(600);
         })
         .await;
         // A run parked on a signal; each signal posted appends a `signal.received` event that

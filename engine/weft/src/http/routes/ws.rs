@@ -12,8 +12,6 @@
 //! code 4008 and a reason naming the last `seq` sent. Pings go out every interval; a client
 //! silent for two intervals is closed. Server shutdown closes sockets with 1001.
 
-use std::time::Duration;
-
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -51,8 +49,6 @@ const CLOSE_NO_PONG: u16 = 4000;
 const MAX_SUBSCRIPTIONS: usize = 64;
 /// Largest client message.
 const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
-/// Longest a closing socket waits for a lagging client to read its close frame.
-const CLOSE_LINGER: Duration = Duration::from_secs(15);
 /// Events read per replay query.
 const REPLAY_PAGE: u32 = 500;
 
@@ -607,7 +603,7 @@ impl Connection {
         }
         let shutdown = self.live.shutdown.clone();
         tokio::select! {
-            _ = timeout(send_timeout.max(CLOSE_LINGER), sending) => {}
+            _ = timeout(send_timeout.max(self.live.options.close_linger), sending) => {}
             () = shutdown.cancelled() => {}
         }
     }
