@@ -57,7 +57,13 @@ macro_rules! plugin_columns {
 }
 
 pub(crate) struct SqliteStore {
+    /// Reads.
     pool: SqlitePool,
+    /// Writes: one connection (the in-memory database's only one, shared with `pool`). A WAL
+    /// connection drops its whole page cache when it finds that another connection wrote since
+    /// its last transaction; one connection for every write keeps its cache from one write to
+    /// the next.
+    writes: SqlitePool,
     /// This process's writers take turns here (first come, first served) before they write:
     /// SQLite admits one writer at a time, and writers that meet in its busy handler sleep
     /// (1 ms, 2 ms, ... 100 ms) instead of queueing.
@@ -96,21 +102,34 @@ impl SqliteStore {
 
         // A local file: no connection goes stale, so no ping before each use (a round trip to
         // the connection's thread).
-        let pool_options = SqlitePoolOptions::new()
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .test_before_acquire(false);
-        let pool_options = if in_memory {
-            // The database lives as long as one connection to it: keep exactly one, forever.
-            pool_options
+        let pool_options = || {
+            SqlitePoolOptions::new()
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .test_before_acquire(false)
+        };
+        // Connections that live as long as the store: a writer's page cache is worth keeping.
+        let lasting = |options: SqlitePoolOptions| {
+            options
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
+        };
+        let (pool, writes) = if in_memory {
+            // The database lives as long as one connection to it: keep exactly one, forever.
+            let pool = lasting(pool_options()).connect_lazy_with(options);
+            (pool.clone(), pool)
         } else {
-            pool_options.max_connections(opts.max_connections.max(1))
+            (
+                pool_options()
+                    .max_connections(opts.max_connections.max(1))
+                    .connect_lazy_with(options.clone()),
+                lasting(pool_options()).connect_lazy_with(options),
+            )
         };
         Ok(SqliteStore {
-            pool: pool_options.connect_lazy_with(options),
+            pool,
+            writes,
             writer: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
@@ -264,7 +283,7 @@ impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         let _turn = self.write_turn().await;
         SQLITE_MIGRATOR
-            .run(&self.pool)
+            .run(&self.writes)
             .await
             .map_err(migration_error)
     }
@@ -292,6 +311,7 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         self.pool.close().await;
+        self.writes.close().await;
     }
 
     async fn insert_definition(&self, new: NewDefinition) -> Result<DefinitionRecord, StoreError> {
@@ -322,7 +342,7 @@ impl Store for SqliteStore {
         .bind(&record.spec)
         .bind(encode_time(&record.created_at))
         .bind(encode_time(&record.updated_at))
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await
         .map_err(|e| {
             StoreError::from_sqlx_unique(e, definition_conflict(&record.name, &record.version))
@@ -407,7 +427,7 @@ impl Store for SqliteStore {
         .bind(&update.spec)
         .bind(encode_time(&now()))
         .bind(id.hyphenated())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writes)
         .await
         .map_err(|e| {
             StoreError::from_sqlx_unique(e, definition_conflict(&update.name, &update.version))
@@ -427,7 +447,7 @@ impl Store for SqliteStore {
         ))
         .bind(encode_time(&now()))
         .bind(id.hyphenated())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writes)
         .await
         .map_err(StoreError::from_sqlx)?;
         match row {
@@ -450,7 +470,7 @@ impl Store for SqliteStore {
         .bind(enabled)
         .bind(encode_time(&now()))
         .bind(id.hyphenated())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writes)
         .await
         .map_err(StoreError::from_sqlx)?;
         row.as_ref()
@@ -463,7 +483,7 @@ impl Store for SqliteStore {
         let _turn = self.write_turn().await;
         let done = sqlx::query("DELETE FROM workflow_definitions WHERE id = ?")
             .bind(id.hyphenated())
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await
             .map_err(StoreError::from_sqlx)?;
         if done.rows_affected() == 0 {
@@ -491,7 +511,7 @@ impl Store for SqliteStore {
         .bind(&record.role)
         .bind(&record.sha256_hex)
         .bind(encode_time(&record.created_at))
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await
         .map_err(|e| StoreError::from_sqlx_unique(e, token_conflict(&record.name)))?;
         Ok(record)
@@ -529,7 +549,7 @@ impl Store for SqliteStore {
         let _turn = self.write_turn().await;
         let done = sqlx::query("DELETE FROM api_tokens WHERE id = ?")
             .bind(id.hyphenated())
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await
             .map_err(StoreError::from_sqlx)?;
         if done.rows_affected() == 0 {
@@ -544,7 +564,7 @@ impl Store for SqliteStore {
         let size = encode_size(record.wasm_size)?;
         // Both statements write, so the transaction holds SQLite's write lock from its first
         // statement: no other writer can slip in between.
-        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        let mut tx = self.writes.begin().await.map_err(StoreError::from_sqlx)?;
         sqlx::query(
             "INSERT INTO plugin_blobs (sha256_hex, wasm, size, created_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (sha256_hex) DO NOTHING",
@@ -622,7 +642,7 @@ impl Store for SqliteStore {
         let _turn = self.write_turn().await;
         // Writes first, so the transaction holds SQLite's write lock throughout and the
         // "unreferenced?" check below cannot race another insert.
-        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        let mut tx = self.writes.begin().await.map_err(StoreError::from_sqlx)?;
         let sha256_hex: Option<String> = sqlx::query_scalar(
             "DELETE FROM plugins WHERE name = ? AND version = ? RETURNING sha256_hex",
         )

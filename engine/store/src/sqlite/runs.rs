@@ -913,7 +913,7 @@ async fn claim_due(
 
 impl SqliteStore {
     async fn immediate(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.pool
+        self.writes
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(StoreError::from_sqlx)
@@ -941,7 +941,7 @@ impl SqliteStore {
         let at = now();
         let key = new.idempotency_key.clone();
         // The first statement writes: the transaction holds the write lock from there on.
-        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        let mut tx = self.writes.begin().await.map_err(StoreError::from_sqlx)?;
         let (record, created) = insert_new_run(&mut tx, new, at).await?;
         if !created {
             tx.rollback().await.map_err(StoreError::from_sqlx)?;
@@ -1114,7 +1114,7 @@ impl SqliteStore {
         .bind(encode_time(&until))
         .bind(id_list(ids.iter().copied()))
         .bind(owner)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writes)
         .await
         .map_err(StoreError::from_sqlx)?;
         let renewed: Vec<Uuid> = renewed.into_iter().map(Hyphenated::into_uuid).collect();
@@ -1135,7 +1135,7 @@ impl SqliteStore {
         .bind(&at)
         .bind(&at)
         .bind(owner)
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await
         .map_err(StoreError::from_sqlx)?;
         Ok(done.rows_affected())
@@ -1150,7 +1150,7 @@ impl SqliteStore {
         )
         .bind(&at)
         .bind(&at)
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await
         .map_err(StoreError::from_sqlx)?;
         Ok(done.rows_affected())
