@@ -19,6 +19,11 @@ pub(crate) const MAX_WASM_STACK: usize = 512 << 10;
 /// Component instances that may exist at once (pool slots); invocations beyond wait for one.
 pub(crate) const MAX_INSTANCES: u32 = 256;
 
+/// Released instances whose memory is returned to the kernel together, in one `madvise` pass
+/// each: every `madvise` on a multi-threaded process interrupts the other cores to flush their
+/// TLBs, which cost more than the instance itself did.
+pub(crate) const DECOMMIT_BATCH: usize = 32;
+
 /// How instances get their memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allocator {
@@ -63,7 +68,8 @@ fn config(cfg: &RuntimeConfig, pooling: bool) -> Config {
             .max_memories_per_module(1)
             .max_tables_per_module(4)
             .table_elements(TABLE_ELEMENTS)
-            .max_memory_size(usize::try_from(memory).unwrap_or(usize::MAX));
+            .max_memory_size(usize::try_from(memory).unwrap_or(usize::MAX))
+            .decommit_batch_size(DECOMMIT_BATCH);
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     c
