@@ -157,6 +157,48 @@ impl Bench {
     }
 }
 
+/// Where one run's time went, from its stored timestamps: its creation to its first step's
+/// start, the steps (first start to last completion; each step's span covers its run's
+/// transaction up to the write, the Wasm call and the next claim), its last step's completion to
+/// its own, in ms.
+async fn timeline(bench: &Bench, id: &str) -> String {
+    let run = bench.get(&format!("/api/v1/workflow-instances/{id}")).await;
+    let steps = bench
+        .get(&format!("/api/v1/workflow-instances/{id}/steps"))
+        .await;
+    let time = |v: &Value| v.as_str().and_then(|t| t.parse::<DateTime<Utc>>().ok());
+    let spans: Vec<(DateTime<Utc>, DateTime<Utc>)> = steps["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| {
+            let a = s["attempts"].as_array()?.last()?;
+            Some((time(&a["startedAt"])?, time(&a["completedAt"])?))
+        })
+        .collect();
+    let ms = |from: DateTime<Utc>, to: DateTime<Utc>| {
+        (to - from).num_microseconds().unwrap_or(0) as f64 / 1000.0
+    };
+    let (Some(created), Some(completed), Some(first), Some(last)) = (
+        time(&run["createdAt"]),
+        time(&run["completedAt"]),
+        spans.iter().map(|s| s.0).min(),
+        spans.iter().map(|s| s.1).max(),
+    ) else {
+        return "no timeline".to_string();
+    };
+    let mut each: Vec<f64> = spans.iter().map(|(a, b)| ms(*a, *b)).collect();
+    each.sort_by(f64::total_cmp);
+    format!(
+        "created → first step {:.2} ms, steps {:.2} ms (each p50 {:.2} ms), last step → run \
+         completed {:.2} ms",
+        ms(created, first),
+        ms(first, last),
+        percentile(&each, 0.5),
+        ms(last, completed)
+    )
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -224,6 +266,7 @@ async fn bench(backend: Backend) {
     bench.run_all(&mut feed, "w1", 2).await;
     let (single, ids) = bench.run_all(&mut feed, "w1", 1).await;
     let single_gaps = bench.gaps(&ids).await;
+    let single_timeline = timeline(&bench, &ids[0]).await;
     let (w1, ids) = bench.run_all(&mut feed, "w1", 100).await;
     let gaps = bench.gaps(&ids).await;
     bench.run_all(&mut feed, "w2", 1).await;
@@ -234,6 +277,7 @@ async fn bench(backend: Backend) {
         single.as_secs_f64() * 1000.0,
         percentile(&single_gaps, 0.5)
     );
+    println!("{backend}: single run's timeline: {single_timeline}");
     println!(
         "{backend}: W1 100 x 10 steps: {:.0} ms, {:.0} steps/s, step-to-step p50 {:.2} ms p99 {:.2} ms",
         w1.as_secs_f64() * 1000.0,

@@ -17,6 +17,7 @@ pub mod runner;
 mod worker;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -171,6 +172,12 @@ struct Shared {
     options: ExecutorOptions,
     owner: String,
     wake: Notify,
+    /// Whether the dispatcher's last look may have left due steps unclaimed (it had no free
+    /// slot, or it filled every one it had): then a transition that fills its own claim wakes it.
+    /// Without a backlog a transition that claims its runs' every ready step leaves nothing
+    /// behind, and the dispatcher is not woken for nothing (a claim and a look at the next due
+    /// time, per step of a lone run).
+    backlog: AtomicBool,
     /// Wakes the admission of held runs (`maxConcurrentRuns`).
     admission: Notify,
     in_flight: InFlight,
@@ -214,6 +221,7 @@ impl Executor {
                 options,
                 owner,
                 wake: Notify::new(),
+                backlog: AtomicBool::new(false),
                 admission: Notify::new(),
                 in_flight: InFlight::default(),
                 slots,
@@ -457,6 +465,8 @@ impl Executor {
                 }
             }
             let mut claimed_full = false;
+            // No free slot, or a failed claim: whatever is due waits, unclaimed.
+            let mut backlog = permits.is_empty();
             if !permits.is_empty() {
                 let limit = u32::try_from(permits.len()).unwrap_or(256);
                 match shared
@@ -482,9 +492,15 @@ impl Executor {
                             self.spawn_job(&mut steps, job);
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "claiming steps failed; retrying"),
+                    Err(e) => {
+                        backlog = true;
+                        tracing::warn!(error = %e, "claiming steps failed; retrying");
+                    }
                 }
             }
+            shared
+                .backlog
+                .store(backlog || claimed_full, Ordering::Release);
             drop(permits);
             if claimed_full && shared.slots.available_permits() > 0 {
                 continue;

@@ -10,7 +10,8 @@
 //! would have been. A batch whose transaction fails is recorded again one outcome at a time, so
 //! one failing outcome does not take the others down with it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
@@ -199,15 +200,16 @@ async fn record_all(
     }
 
     // Slots for what is ready: those of the recorded steps, plus free ones for the rest.
+    let ready: HashSet<Uuid> = steps
+        .values()
+        .flatten()
+        .filter(|s| s.phase == StepPhase::Queued && s.due_at.is_some_and(|d| d <= now))
+        .map(|s| s.id)
+        .collect();
     if shared.stopping.is_cancelled() {
         permits.clear();
     } else {
-        let ready = steps
-            .values()
-            .flatten()
-            .filter(|s| s.phase == StepPhase::Queued && s.due_at.is_some_and(|d| d <= now))
-            .count();
-        while permits.len() < ready {
+        while permits.len() < ready.len() {
             match shared.slots.clone().try_acquire_owned() {
                 Ok(extra) => permits.push(extra),
                 Err(_) => break,
@@ -241,8 +243,18 @@ async fn record_all(
             status: *status,
         });
     }
-    // More may be ready than was claimed here, or a timer moved: the dispatcher looks.
-    if limit == 0 || claimed.len() == permits.len() || timer {
+    // More may be ready than was claimed here, or a timer moved: the dispatcher looks. Claims
+    // are FIFO: a full claim that took another run's step (or that the dispatcher's backlog may
+    // have been waiting for) may have left others; one that took exactly the batch's ready
+    // steps left none.
+    let claimed_here = claimed
+        .iter()
+        .filter(|c| ready.contains(&c.step.id))
+        .count();
+    let left_behind = claimed_here < ready.len();
+    let foreign = claimed.len() > claimed_here;
+    let full = claimed.len() == permits.len();
+    if timer || left_behind || (full && (foreign || shared.backlog.load(Ordering::Acquire))) {
         executor.notify();
     } else {
         executor.notify_commit();
