@@ -19,9 +19,12 @@ pub(crate) const MAX_WASM_STACK: usize = 512 << 10;
 /// Component instances that may exist at once (pool slots); invocations beyond wait for one.
 pub(crate) const MAX_INSTANCES: u32 = 256;
 
-/// Released instances whose memory is returned to the kernel together, in one `madvise` pass
-/// each: every `madvise` on a multi-threaded process interrupts the other cores to flush their
-/// TLBs, which cost more than the instance itself did.
+/// Released instances whose memory is returned to the kernel together: one `process_madvise`
+/// call per batch (Linux with `PIDFD_SELF`, 6.13 or later; older kernels get one `madvise` per
+/// region, as without batching) instead of several per instance, each interrupting the other
+/// cores to flush their TLBs. A slot is reused only after its batch is flushed (no instance sees
+/// another's memory); up to `DECOMMIT_BATCH - 1` released instances per CPU (at most 16 CPUs)
+/// stay resident meanwhile.
 pub(crate) const DECOMMIT_BATCH: usize = 32;
 
 /// How instances get their memory.

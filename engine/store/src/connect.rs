@@ -19,7 +19,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How to open a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectOptions {
-    /// Pool size (at least 1; an in-memory SQLite database always uses 1).
+    /// Pool size (at least 1; an in-memory SQLite database always uses 1). A SQLite file has
+    /// one more connection, for writes.
     pub max_connections: u32,
     /// Total time [`connect`] waits for an unreachable database, retrying with exponential
     /// backoff, before giving up with [`StoreError::Unavailable`].

@@ -337,8 +337,9 @@ pub struct LiveOptions {
     pub ping_interval: Duration,
     /// Longest a frame may take to leave before the client is closed as stuck.
     pub send_timeout: Duration,
-    /// Longest a socket closed for falling behind waits for its client to read through what is
-    /// buffered for it up to the close frame (at least `send_timeout`); then it is dropped.
+    /// Longest a socket being closed (falling behind, no pong, an error; not at shutdown)
+    /// waits for its client to read through what is buffered for it up to the close frame (at
+    /// least `send_timeout`); then it is dropped.
     pub close_linger: Duration,
     /// Between looks at the event log.
     pub poll_interval: Duration,

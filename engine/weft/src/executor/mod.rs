@@ -173,7 +173,9 @@ struct Shared {
     owner: String,
     wake: Notify,
     /// Whether the dispatcher's last look may have left due steps unclaimed (it had no free
-    /// slot, or it filled every one it had): then a transition that fills its own claim wakes it.
+    /// slot, its claim failed, or it filled every slot it had): then a transition that fills
+    /// its own claim wakes it. Only latency depends on it: the dispatcher also looks at every
+    /// poll interval.
     /// Without a backlog a transition that claims its runs' every ready step leaves nothing
     /// behind, and the dispatcher is not woken for nothing (a claim and a look at the next due
     /// time, per step of a lone run).
@@ -500,12 +502,22 @@ impl Executor {
             }
             shared
                 .backlog
-                .store(backlog || claimed_full, Ordering::Release);
+                .store(backlog || claimed_full, Ordering::Relaxed);
             drop(permits);
             if claimed_full && shared.slots.available_permits() > 0 {
                 continue;
             }
-            let sleep = match shared.store.next_due_at().await {
+            // No free slot: nothing due could be claimed anyway, and a look at the next due
+            // time would find the waiting work due and spin. Transitions claim the oldest due
+            // steps with the slots they free; a step task that ends frees its slot here (the
+            // select below hears it); the poll interval bounds the rest.
+            let saturated = shared.slots.available_permits() == 0;
+            let next_due = if saturated {
+                Ok(None)
+            } else {
+                shared.store.next_due_at().await
+            };
+            let sleep = match next_due {
                 Ok(Some(due)) => {
                     let wait = (due - chrono::Utc::now())
                         .to_std()

@@ -189,7 +189,15 @@ async fn record_all(
         timer |= planned.step_updates.iter().any(|u| {
             matches!(u.phase, StepPhase::Queued | StepPhase::Waiting)
                 && u.due_at.is_some_and(|d| d > now)
-        }) || !planned.new_runs.is_empty();
+        }) || !planned.new_runs.is_empty()
+            // Steps made due by the store alone, not counted as this batch's ready steps: of
+            // other runs (a parent woken by its child's end), or parked for a signal that may
+            // already be pending (the write makes it due). The dispatcher looks.
+            || !planned.wake.is_empty()
+            || planned.step_updates.iter().any(|u| {
+                u.phase == StepPhase::Waiting
+                    && u.wait.as_ref().is_some_and(|w| w.get("signal").is_some())
+            });
         if let Some(update) = &planned.run {
             ended.insert(run_id, update.status);
         }
@@ -199,11 +207,12 @@ async fn record_all(
         changes.push((run_id, planned));
     }
 
-    // Slots for what is ready: those of the recorded steps, plus free ones for the rest.
+    // Slots for what is ready (what the claim may take of the batch's runs: any step not done
+    // and due): those of the recorded steps, plus free ones for the rest.
     let ready: HashSet<Uuid> = steps
         .values()
         .flatten()
-        .filter(|s| s.phase == StepPhase::Queued && s.due_at.is_some_and(|d| d <= now))
+        .filter(|s| s.phase != StepPhase::Done && s.due_at.is_some_and(|d| d <= now))
         .map(|s| s.id)
         .collect();
     if shared.stopping.is_cancelled() {
@@ -246,7 +255,9 @@ async fn record_all(
     // More may be ready than was claimed here, or a timer moved: the dispatcher looks. Claims
     // are FIFO: a full claim that took another run's step (or that the dispatcher's backlog may
     // have been waiting for) may have left others; one that took exactly the batch's ready
-    // steps left none.
+    // steps, with nothing made due behind the batch's back (`timer` above), left none. No
+    // slot to claim with (outcomes re-recorded one by one after a failed batch, their slots
+    // gone): the dispatcher looks.
     let claimed_here = claimed
         .iter()
         .filter(|c| ready.contains(&c.step.id))
@@ -254,7 +265,11 @@ async fn record_all(
     let left_behind = claimed_here < ready.len();
     let foreign = claimed.len() > claimed_here;
     let full = claimed.len() == permits.len();
-    if timer || left_behind || (full && (foreign || shared.backlog.load(Ordering::Acquire))) {
+    if limit == 0
+        || timer
+        || left_behind
+        || (full && (foreign || shared.backlog.load(Ordering::Relaxed)))
+    {
         executor.notify();
     } else {
         executor.notify_commit();
