@@ -32,7 +32,7 @@ use crate::records::{
 use crate::runs::{
     AttemptRecord, ClaimRequest, ClaimedStep, EventQuery, EventRecord, EventScope, NewEvent,
     NewRun, NewStep, ParentRef, RunChanges, RunOutputs, RunQuery, RunRecord, RunTransaction,
-    RunsTransaction, ScopedEvent, SignalRecord, StepPhase, StepRecord,
+    RunsTransaction, ScopedEvent, SignalRecord, StepPhase, StepRecord, StepUpdate,
 };
 use crate::{Page, StoreError};
 
@@ -371,20 +371,242 @@ async fn apply_changes(
         .map(|(events, _)| events)
 }
 
-/// Several runs' changes ([`crate::RunsTransaction::apply_and_claim`]): each written in turn,
-/// then one claim, then all their events in order.
+/// Several runs' changes ([`crate::RunsTransaction::apply_and_claim`]): the new steps, step
+/// updates and attempts of all of them with one statement each (new steps first: a later
+/// outcome of the batch may update a row an earlier one created), the rest of each in turn,
+/// then one claim, then all their events in order. A batch that updates one row twice is
+/// written change by change instead.
 async fn apply_many(
     conn: &mut PgConnection,
     changes: Vec<(Uuid, RunChanges)>,
     claim: Option<&ClaimRequest>,
 ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
     let at = now();
+    let mut updated = std::collections::HashSet::new();
+    let merge = changes.len() > 1
+        && changes
+            .iter()
+            .flat_map(|(_, c)| c.step_updates.iter())
+            .all(|u| updated.insert(u.id));
+    if merge {
+        let new_steps: Vec<(Uuid, &NewStep)> = changes
+            .iter()
+            .flat_map(|(run_id, c)| c.new_steps.iter().map(move |s| (*run_id, s)))
+            .collect();
+        insert_steps_of_runs(&mut *conn, &new_steps, at).await?;
+        let updates: Vec<&StepUpdate> = changes
+            .iter()
+            .flat_map(|(_, c)| c.step_updates.iter())
+            .collect();
+        update_steps(&mut *conn, &updates, at).await?;
+        let attempts: Vec<&AttemptRecord> = changes
+            .iter()
+            .flat_map(|(_, c)| c.attempts.iter())
+            .collect();
+        insert_attempts(&mut *conn, &attempts).await?;
+    }
     let mut events = Vec::new();
     for (run_id, mut changes) in changes {
+        if merge {
+            changes.new_steps.clear();
+            changes.step_updates.clear();
+            changes.attempts.clear();
+        }
         write_changes(&mut *conn, run_id, &mut changes, at).await?;
         events.append(&mut changes.events);
     }
     finish_changes(conn, events, claim, at).await
+}
+
+/// New steps of several runs, one statement.
+async fn insert_steps_of_runs(
+    conn: &mut PgConnection,
+    steps: &[(Uuid, &NewStep)],
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = steps.iter().map(|(_, s)| s.id).collect();
+    let run_ids: Vec<Uuid> = steps.iter().map(|(run_id, _)| *run_id).collect();
+    let step_ids: Vec<&str> = steps.iter().map(|(_, s)| s.step_id.as_str()).collect();
+    let due: Vec<DateTime<Utc>> = steps.iter().map(|(_, s)| s.due_at).collect();
+    sqlx::query(
+        "INSERT INTO step_runs \
+         (id, run_id, step_id, status, phase, attempt, due_at, created_at, updated_at) \
+         SELECT s.id, s.run_id, s.step_id, 'PENDING', 'queued', 0, s.due_at, $5, $5 \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[]) \
+         WITH ORDINALITY AS s (id, run_id, step_id, due_at, n) ORDER BY s.n",
+    )
+    .bind(&ids)
+    .bind(&run_ids)
+    .bind(&step_ids)
+    .bind(&due)
+    .bind(at)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| {
+        StoreError::from_sqlx_unique(e, |_| {
+            "a step of the batch already exists in its run".to_owned()
+        })
+    })?;
+    Ok(())
+}
+
+/// Step updates (each row at most once), one statement; each guarded one applies only if its
+/// row still runs under that lease, as in [`RunTransaction::apply`].
+async fn update_steps(
+    conn: &mut PgConnection,
+    updates: &[&StepUpdate],
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if updates.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(updates.len());
+    let mut statuses = Vec::with_capacity(updates.len());
+    let mut phases = Vec::with_capacity(updates.len());
+    let mut inputs = Vec::with_capacity(updates.len());
+    let mut outputs = Vec::with_capacity(updates.len());
+    let mut errors = Vec::with_capacity(updates.len());
+    let mut runners = Vec::with_capacity(updates.len());
+    let mut due = Vec::with_capacity(updates.len());
+    let mut waits = Vec::with_capacity(updates.len());
+    let mut resets = Vec::with_capacity(updates.len());
+    let mut keeps = Vec::with_capacity(updates.len());
+    let mut done = Vec::with_capacity(updates.len());
+    let mut owners = Vec::with_capacity(updates.len());
+    let mut attempts = Vec::with_capacity(updates.len());
+    for u in updates {
+        ids.push(u.id);
+        statuses.push(u.status.as_str());
+        phases.push(u.phase.as_str());
+        inputs.push(u.input.clone());
+        outputs.push(u.output.clone());
+        errors.push(u.error.clone());
+        runners.push(u.runner.clone());
+        due.push(u.due_at);
+        waits.push(u.wait.clone());
+        resets.push(u.reset_attempt.map(encode_count).transpose()?);
+        keeps.push(u.phase == StepPhase::Executing);
+        done.push(u.status.is_terminal());
+        owners.push(u.guard.as_ref().map(|g| g.owner.clone()));
+        attempts.push(
+            u.guard
+                .as_ref()
+                .map(|g| encode_count(g.attempt))
+                .transpose()?,
+        );
+    }
+    let applied: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE step_runs SET status = u.status, phase = u.phase, \
+         input = COALESCE(u.input, step_runs.input), \
+         output = COALESCE(u.output, step_runs.output), \
+         error = COALESCE(u.error, step_runs.error), \
+         runner = COALESCE(u.runner, step_runs.runner), due_at = u.due_at, wait = u.wait, \
+         attempt = COALESCE(u.reset, step_runs.attempt), \
+         lease_owner = CASE WHEN u.keep THEN step_runs.lease_owner END, \
+         completed_at = CASE WHEN u.done THEN $15 END, updated_at = $15 \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::jsonb[], \
+         $7::text[], $8::timestamptz[], $9::jsonb[], $10::int4[], $11::bool[], $12::bool[], \
+         $13::text[], $14::int4[]) \
+         AS u (id, status, phase, input, output, error, runner, due_at, wait, reset, keep, done, \
+         owner, attempt) \
+         WHERE step_runs.id = u.id AND (u.owner IS NULL OR (step_runs.phase = 'executing' \
+         AND step_runs.lease_owner = u.owner AND step_runs.attempt = u.attempt)) \
+         RETURNING step_runs.id",
+    )
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&phases)
+    .bind(&inputs)
+    .bind(&outputs)
+    .bind(&errors)
+    .bind(&runners)
+    .bind(&due)
+    .bind(&waits)
+    .bind(&resets)
+    .bind(&keeps)
+    .bind(&done)
+    .bind(&owners)
+    .bind(&attempts)
+    .bind(at)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(StoreError::from_sqlx)?;
+    let applied: std::collections::HashSet<Uuid> = applied.into_iter().collect();
+    match updates.iter().find(|u| !applied.contains(&u.id)) {
+        None => Ok(()),
+        Some(update) => Err(match &update.guard {
+            Some(guard) => stale(update.id, &guard.owner, guard.attempt),
+            None => StoreError::NotFound,
+        }),
+    }
+}
+
+/// Attempts of several steps, one statement (`NotFound` if a step row does not exist,
+/// `Conflict` if an attempt is already recorded).
+async fn insert_attempts(
+    conn: &mut PgConnection,
+    attempts: &[&AttemptRecord],
+) -> Result<(), StoreError> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    let mut steps = Vec::with_capacity(attempts.len());
+    let mut numbers = Vec::with_capacity(attempts.len());
+    let mut statuses = Vec::with_capacity(attempts.len());
+    let mut inputs = Vec::with_capacity(attempts.len());
+    let mut outputs = Vec::with_capacity(attempts.len());
+    let mut errors = Vec::with_capacity(attempts.len());
+    let mut runners = Vec::with_capacity(attempts.len());
+    let mut owners = Vec::with_capacity(attempts.len());
+    let mut started = Vec::with_capacity(attempts.len());
+    let mut completed = Vec::with_capacity(attempts.len());
+    for a in attempts {
+        steps.push(a.step_row_id);
+        numbers.push(encode_count(a.attempt)?);
+        statuses.push(a.status.as_str());
+        inputs.push(a.input.clone());
+        outputs.push(a.output.clone());
+        errors.push(a.error.clone());
+        runners.push(a.runner.clone());
+        owners.push(a.lease_owner.clone());
+        started.push(a.started_at);
+        completed.push(a.completed_at);
+    }
+    let done = sqlx::query(
+        "INSERT INTO step_attempts (step_row_id, run_id, attempt, status, input, output, \
+         error, runner, lease_owner, started_at, completed_at) \
+         SELECT s.id, s.run_id, a.attempt, a.status, a.input, a.output, a.error, a.runner, \
+         a.owner, a.started, a.completed \
+         FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::jsonb[], $5::jsonb[], \
+         $6::jsonb[], $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[]) \
+         WITH ORDINALITY AS a (step, attempt, status, input, output, error, runner, owner, \
+         started, completed, n) \
+         JOIN step_runs s ON s.id = a.step ORDER BY a.n",
+    )
+    .bind(&steps)
+    .bind(&numbers)
+    .bind(&statuses)
+    .bind(&inputs)
+    .bind(&outputs)
+    .bind(&errors)
+    .bind(&runners)
+    .bind(&owners)
+    .bind(&started)
+    .bind(&completed)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| {
+        StoreError::from_sqlx_unique(e, |_| {
+            "an attempt of the batch is already recorded".to_owned()
+        })
+    })?;
+    if done.rows_affected() != attempts.len() as u64 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
 }
 
 /// Steps 1–8 of [`RunTransaction::apply`] (everything but the events, left in `changes`).
