@@ -365,7 +365,7 @@ async fn apply_changes(
     mut changes: RunChanges,
 ) -> Result<Vec<EventRecord>, StoreError> {
     let at = now();
-    write_changes(&mut *conn, run_id, &mut changes, at).await?;
+    write_changes(&mut *conn, run_id, &mut changes, at, false).await?;
     finish_changes(conn, changes.events, None, at)
         .await
         .map(|(events, _)| events)
@@ -407,12 +407,7 @@ async fn apply_many(
     }
     let mut events = Vec::new();
     for (run_id, mut changes) in changes {
-        if merge {
-            changes.new_steps.clear();
-            changes.step_updates.clear();
-            changes.attempts.clear();
-        }
-        write_changes(&mut *conn, run_id, &mut changes, at).await?;
+        write_changes(&mut *conn, run_id, &mut changes, at, merge).await?;
         events.append(&mut changes.events);
     }
     finish_changes(conn, events, claim, at).await
@@ -615,6 +610,7 @@ async fn write_changes(
     run_id: Uuid,
     changes: &mut RunChanges,
     at: DateTime<Utc>,
+    rows_written: bool,
 ) -> Result<(), StoreError> {
     if let Some(update) = &changes.run {
         let completed_at = update.status.is_terminal().then_some(at);
@@ -633,7 +629,14 @@ async fn write_changes(
         .map_err(StoreError::from_sqlx)?;
     }
 
-    for update in &changes.step_updates {
+    // Step updates, new steps and attempts: unless a batch wrote them for all its runs at once
+    // (kept in `changes` all the same: the signal waits below are read from the updates).
+    let step_updates: &[StepUpdate] = if rows_written {
+        &[]
+    } else {
+        &changes.step_updates
+    };
+    for update in step_updates {
         let completed_at = update.status.is_terminal().then_some(at);
         let keep_lease = update.phase == StepPhase::Executing;
         let reset_attempt = update.reset_attempt.map(encode_count).transpose()?;
@@ -686,9 +689,14 @@ async fn write_changes(
         }
     }
 
-    insert_steps(&mut *conn, run_id, &changes.new_steps, at).await?;
+    let (new_steps, attempts): (&[NewStep], &[AttemptRecord]) = if rows_written {
+        (&[], &[])
+    } else {
+        (&changes.new_steps, &changes.attempts)
+    };
+    insert_steps(&mut *conn, run_id, new_steps, at).await?;
 
-    for record in &changes.attempts {
+    for record in attempts {
         let done = sqlx::query(
             "INSERT INTO step_attempts (step_row_id, run_id, attempt, status, input, output, \
              error, runner, lease_owner, started_at, completed_at) \

@@ -30,6 +30,7 @@ on_both_backends!(
     stream_events_by_scope_and_bounds,
     batches_write_several_runs_at_once,
     a_stale_batch_writes_nothing,
+    a_batch_parking_for_a_pending_signal_wakes_at_once,
     a_batch_claims_older_ready_work_before_its_successors,
     runs_with_outputs_reads_completed_outputs_of_many_runs,
 );
@@ -1097,6 +1098,43 @@ async fn batches_write_several_runs_at_once(store: Arc<dyn Store>) {
     // Written as a transition of its own would have written it.
     let done = &store.list_steps(second).await.unwrap()[0];
     assert_completed_by_wasm(done, &b[0]);
+}
+
+/// A step parked for a signal posted while it ran, recorded in a batch with another run's
+/// outcome (the rows written for all runs at once): due at once all the same.
+async fn a_batch_parking_for_a_pending_signal_wakes_at_once(store: Arc<dyn Store>) {
+    let (first, a) = claimed_run(&store, &["approve"], "w1").await;
+    let (second, b) = claimed_run(&store, &["b"], "w1").await;
+    store.post_signal(first, "approve", json!(1)).await.unwrap();
+    let tx = store.begin_runs(&[first, second]).await.unwrap();
+    let changes = vec![
+        (
+            first,
+            RunChanges {
+                step_updates: vec![StepUpdate {
+                    wait: Some(json!({ "signal": "approve" })),
+                    ..update(&a[0].step, StepStatus::Running, StepPhase::Waiting)
+                }],
+                ..Default::default()
+            },
+        ),
+        (
+            second,
+            RunChanges {
+                step_updates: vec![update(&b[0].step, StepStatus::Completed, StepPhase::Done)],
+                ..Default::default()
+            },
+        ),
+    ];
+    tx.apply_and_claim(changes, None).await.unwrap();
+    let woken = store.claim_steps("w2", LEASE, 10).await.unwrap();
+    assert_eq!(woken.len(), 1, "{woken:?}");
+    assert_eq!(woken[0].step.id, a[0].step.id);
+    assert_eq!(woken[0].claimed_from, StepPhase::Waiting);
+    assert_eq!(
+        store.list_steps(second).await.unwrap()[0].phase,
+        StepPhase::Done
+    );
 }
 
 /// One stale guard in a batch: nothing of any run is written.
