@@ -487,6 +487,58 @@ impl RunChanges {
     }
 }
 
+/// The rows of several runs' changes that a batch writes with one statement per kind (both
+/// backends): new steps first (a later outcome may update a row an earlier one created), then
+/// step updates, then attempts. The rest of each run's changes is written run by run.
+pub(crate) struct BatchRows<'a> {
+    pub(crate) new_steps: Vec<(Uuid, &'a NewStep)>,
+    pub(crate) step_updates: Vec<&'a StepUpdate>,
+    pub(crate) attempts: Vec<&'a AttemptRecord>,
+}
+
+impl<'a> BatchRows<'a> {
+    /// `None` for one run's changes, or a batch that updates one row twice (written change by
+    /// change instead).
+    pub(crate) fn of(changes: &'a [(Uuid, RunChanges)]) -> Option<Self> {
+        let mut updated = std::collections::HashSet::new();
+        let step_updates: Vec<&StepUpdate> = changes
+            .iter()
+            .flat_map(|(_, c)| c.step_updates.iter())
+            .collect();
+        if changes.len() < 2 || !step_updates.iter().all(|u| updated.insert(u.id)) {
+            return None;
+        }
+        Some(BatchRows {
+            new_steps: changes
+                .iter()
+                .flat_map(|(run_id, c)| c.new_steps.iter().map(move |s| (*run_id, s)))
+                .collect(),
+            step_updates,
+            attempts: changes
+                .iter()
+                .flat_map(|(_, c)| c.attempts.iter())
+                .collect(),
+        })
+    }
+
+    /// After the one statement of the step updates, which returned the ids of the rows it
+    /// wrote: every update applied, or the first that did not says why (`Stale` for a guard
+    /// that no longer holds, `NotFound` for a missing row).
+    pub(crate) fn check_applied(
+        &self,
+        applied: impl IntoIterator<Item = Uuid>,
+    ) -> Result<(), StoreError> {
+        let applied: std::collections::HashSet<Uuid> = applied.into_iter().collect();
+        match self.step_updates.iter().find(|u| !applied.contains(&u.id)) {
+            None => Ok(()),
+            Some(update) => Err(match &update.guard {
+                Some(guard) => crate::records::stale(update.id, &guard.owner, guard.attempt),
+                None => StoreError::NotFound,
+            }),
+        }
+    }
+}
+
 impl NewRun {
     /// The run row [`crate::Store::create_run`] writes at `at` (status RUNNING, started at
     /// once), and its initial steps.

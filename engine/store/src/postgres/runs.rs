@@ -30,9 +30,9 @@ use crate::records::{
     now, run_conflict, settle, stale, step_conflict, terminal_run,
 };
 use crate::runs::{
-    AttemptRecord, ClaimRequest, ClaimedStep, EventQuery, EventRecord, EventScope, NewEvent,
-    NewRun, NewStep, ParentRef, RunChanges, RunOutputs, RunQuery, RunRecord, RunTransaction,
-    RunsTransaction, ScopedEvent, SignalRecord, StepPhase, StepRecord, StepUpdate,
+    AttemptRecord, BatchRows, ClaimRequest, ClaimedStep, EventQuery, EventRecord, EventScope,
+    NewEvent, NewRun, NewStep, ParentRef, RunChanges, RunOutputs, RunQuery, RunRecord,
+    RunTransaction, RunsTransaction, ScopedEvent, SignalRecord, StepPhase, StepRecord, StepUpdate,
 };
 use crate::{Page, StoreError};
 
@@ -382,28 +382,12 @@ async fn apply_many(
     claim: Option<&ClaimRequest>,
 ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
     let at = now();
-    let mut updated = std::collections::HashSet::new();
-    let merge = changes.len() > 1
-        && changes
-            .iter()
-            .flat_map(|(_, c)| c.step_updates.iter())
-            .all(|u| updated.insert(u.id));
-    if merge {
-        let new_steps: Vec<(Uuid, &NewStep)> = changes
-            .iter()
-            .flat_map(|(run_id, c)| c.new_steps.iter().map(move |s| (*run_id, s)))
-            .collect();
-        insert_steps_of_runs(&mut *conn, &new_steps, at).await?;
-        let updates: Vec<&StepUpdate> = changes
-            .iter()
-            .flat_map(|(_, c)| c.step_updates.iter())
-            .collect();
-        update_steps(&mut *conn, &updates, at).await?;
-        let attempts: Vec<&AttemptRecord> = changes
-            .iter()
-            .flat_map(|(_, c)| c.attempts.iter())
-            .collect();
-        insert_attempts(&mut *conn, &attempts).await?;
+    let rows = BatchRows::of(&changes);
+    let merge = rows.is_some();
+    if let Some(rows) = rows {
+        insert_steps_of_runs(&mut *conn, &rows.new_steps, at).await?;
+        update_steps(&mut *conn, &rows, at).await?;
+        insert_attempts(&mut *conn, &rows.attempts).await?;
     }
     let mut events = Vec::new();
     for (run_id, mut changes) in changes {
@@ -452,9 +436,10 @@ async fn insert_steps_of_runs(
 /// row still runs under that lease, as in [`RunTransaction::apply`].
 async fn update_steps(
     conn: &mut PgConnection,
-    updates: &[&StepUpdate],
+    batch: &BatchRows<'_>,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    let updates = &batch.step_updates;
     if updates.is_empty() {
         return Ok(());
     }
@@ -529,14 +514,7 @@ async fn update_steps(
     .fetch_all(&mut *conn)
     .await
     .map_err(StoreError::from_sqlx)?;
-    let applied: std::collections::HashSet<Uuid> = applied.into_iter().collect();
-    match updates.iter().find(|u| !applied.contains(&u.id)) {
-        None => Ok(()),
-        Some(update) => Err(match &update.guard {
-            Some(guard) => stale(update.id, &guard.owner, guard.attempt),
-            None => StoreError::NotFound,
-        }),
-    }
+    batch.check_applied(applied)
 }
 
 /// Attempts of several steps, one statement (`NotFound` if a step row does not exist,
