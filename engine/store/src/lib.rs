@@ -238,12 +238,14 @@ pub trait Store: Send + Sync + 'static {
     /// oldest first, while fewer than `cap` of its runs are RUNNING (`None`: all of them): each
     /// becomes RUNNING with its entry step `entry_step_id` queued due now, and the events
     /// `run.started` and `step.ready`, in one transaction, serialised per definition across
-    /// replicas. Returns the admitted runs' ids.
+    /// replicas. An admitted run's deadline is `timeout` after its admission (its start), not
+    /// after its creation. Returns the admitted runs' ids.
     async fn admit_runs(
         &self,
         definition_id: Uuid,
         cap: Option<u32>,
         entry_step_id: &str,
+        timeout: Option<std::time::Duration>,
     ) -> Result<Vec<Uuid>, StoreError>;
     /// The definitions that have held (PENDING) runs.
     async fn held_run_definitions(&self) -> Result<Vec<Uuid>, StoreError>;

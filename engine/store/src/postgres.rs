@@ -685,8 +685,9 @@ impl Store for PgStore {
         definition_id: Uuid,
         cap: Option<u32>,
         entry_step_id: &str,
+        timeout: Option<std::time::Duration>,
     ) -> Result<Vec<Uuid>, StoreError> {
-        self.admit_runs_impl(definition_id, cap, entry_step_id)
+        self.admit_runs_impl(definition_id, cap, entry_step_id, timeout)
             .await
     }
 

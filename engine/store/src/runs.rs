@@ -131,6 +131,20 @@ pub struct NewRun {
     pub initial_steps: Vec<NewStep>,
 }
 
+/// The deadline of a run started at `at` with `timeout` (`None`: none; one beyond what a
+/// timestamp holds is the latest one).
+pub fn deadline_after(
+    at: DateTime<Utc>,
+    timeout: Option<std::time::Duration>,
+) -> Option<DateTime<Utc>> {
+    timeout.map(|t| {
+        chrono::TimeDelta::from_std(t)
+            .ok()
+            .and_then(|t| at.checked_add_signed(t))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    })
+}
+
 /// The step of a parent run that started a child run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParentRef {
@@ -497,15 +511,15 @@ pub(crate) struct BatchRows<'a> {
 }
 
 impl<'a> BatchRows<'a> {
-    /// `None` for one run's changes, or a batch that updates one row twice (written change by
-    /// change instead).
-    pub(crate) fn of(changes: &'a [(Uuid, RunChanges)]) -> Option<Self> {
+    /// `None` for fewer than `at_least` runs' changes, or a batch that updates one row twice
+    /// (written change by change instead).
+    pub(crate) fn of(changes: &'a [(Uuid, RunChanges)], at_least: usize) -> Option<Self> {
         let mut updated = std::collections::HashSet::new();
         let step_updates: Vec<&StepUpdate> = changes
             .iter()
             .flat_map(|(_, c)| c.step_updates.iter())
             .collect();
-        if changes.len() < 2 || !step_updates.iter().all(|u| updated.insert(u.id)) {
+        if changes.len() < at_least || !step_updates.iter().all(|u| updated.insert(u.id)) {
             return None;
         }
         Some(BatchRows {

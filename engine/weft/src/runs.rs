@@ -16,7 +16,7 @@ use weft_store::{
 };
 
 use crate::executor::plan::{self, RunView, event};
-use crate::executor::{Executor, ExecutorError};
+use crate::executor::{DefinitionCache, Executor, ExecutorError};
 
 /// Which definition a run starts from.
 #[derive(Debug, Clone)]
@@ -136,13 +136,17 @@ impl Runs {
             }
         };
         let spec = self.executor.definitions().get(definition.id).await?;
-        let input = validate_input(&spec, request.input).map_err(RunError::InvalidInput)?;
+        let input = validate_input(self.executor.definitions(), &spec, request.input)
+            .map_err(RunError::InvalidInput)?;
         let Some(entry) = spec.entry_step() else {
             return Err(RunError::NotRunnable("the definition has no steps".into()));
         };
         let now = Utc::now();
         let id = Uuid::now_v7();
         let entry_id = entry.step_definition_id.clone();
+        // A capped definition's runs are held (PENDING) until the executor admits them; their
+        // deadline counts from the admission.
+        let held = spec.max_concurrent_runs.is_some();
         let mut run = NewRun {
             id,
             definition_id: definition.id,
@@ -154,6 +158,7 @@ impl Runs {
             depth: 0,
             deadline_at: spec
                 .timeout_seconds
+                .filter(|_| !held)
                 .map(|s| crate::executor::plan::after_seconds(now, s as f64)),
             initial_steps: Vec::new(),
         };
@@ -164,8 +169,6 @@ impl Runs {
             json!({"definitionId": definition.id,
             "definitionName": definition.name, "definitionVersion": definition.version}),
         )];
-        // A capped definition's runs are held (PENDING) until the executor admits them.
-        let held = spec.max_concurrent_runs.is_some();
         if !held {
             run.initial_steps.push(NewStep {
                 id: Uuid::now_v7(),
@@ -331,12 +334,17 @@ pub async fn latest_runnable(
         .map(|(_, d)| d))
 }
 
-/// Check a run input against the definition's input parameters; apply defaults. Every problem
-/// is reported with its path.
 /// Every way `value` breaks the parameter's JSON Schema, each at its JSON pointer. (Schemas were
 /// compiled when the definition was validated; one that no longer compiles is reported too.)
-fn schema_issues(name: &str, schema: &Value, value: &Value, path: &str, issues: &mut Vec<Issue>) {
-    match jsonschema::validator_for(schema) {
+fn schema_issues(
+    definitions: &DefinitionCache,
+    name: &str,
+    schema: &Value,
+    value: &Value,
+    path: &str,
+    issues: &mut Vec<Issue>,
+) {
+    match definitions.schema(schema) {
         Ok(validator) => {
             for error in validator.iter_errors(value) {
                 issues.push(Issue {
@@ -354,7 +362,13 @@ fn schema_issues(name: &str, schema: &Value, value: &Value, path: &str, issues: 
     }
 }
 
-pub fn validate_input(spec: &DefinitionSpec, input: Value) -> Result<Value, Vec<Issue>> {
+/// Check a run input against the definition's input parameters; apply defaults. Every problem
+/// is reported with its path. Schemas are compiled once, in `definitions`.
+pub fn validate_input(
+    definitions: &DefinitionCache,
+    spec: &DefinitionSpec,
+    input: Value,
+) -> Result<Value, Vec<Issue>> {
     let mut object = match input {
         Value::Object(map) => map,
         Value::Null => Map::new(),
@@ -398,7 +412,14 @@ pub fn validate_input(spec: &DefinitionSpec, input: Value) -> Result<Value, Vec<
                         ),
                     });
                 } else if let Some(schema) = &parameter.schema {
-                    schema_issues(&parameter.name, schema, value, &path, &mut issues);
+                    schema_issues(
+                        definitions,
+                        &parameter.name,
+                        schema,
+                        value,
+                        &path,
+                        &mut issues,
+                    );
                 }
             }
         }

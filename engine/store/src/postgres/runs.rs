@@ -283,11 +283,6 @@ async fn insert_events(
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(EVENTS_LOCK)
-        .execute(&mut *conn)
-        .await
-        .map_err(StoreError::from_sqlx)?;
     let mut run_ids = Vec::with_capacity(events.len());
     let mut step_ids = Vec::with_capacity(events.len());
     let mut kinds = Vec::with_capacity(events.len());
@@ -298,11 +293,15 @@ async fn insert_events(
         kinds.push(event.kind.clone());
         data.push(event.data.clone());
     }
-    // One statement; rows are inserted (and numbered) in the order of the list.
+    // One statement, the lock included: every row the insert numbers is joined with the lock's
+    // one row, so the lock is held before the first `seq` is drawn (`OFFSET 0` keeps it a
+    // subquery of its own, run once). Rows are inserted (and numbered) in the order of the
+    // list.
     let mut seqs: Vec<i64> = sqlx::query_scalar(
         "INSERT INTO events (run_id, step_id, kind, data, created_at) \
          SELECT e.run_id, e.step_id, e.kind, e.data, $5 \
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[]) \
+         FROM (SELECT pg_advisory_xact_lock($6) OFFSET 0) AS l, \
+         UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[]) \
          WITH ORDINALITY AS e (run_id, step_id, kind, data, n) \
          ORDER BY e.n RETURNING seq",
     )
@@ -311,6 +310,7 @@ async fn insert_events(
     .bind(kinds)
     .bind(data)
     .bind(at)
+    .bind(EVENTS_LOCK)
     .fetch_all(conn)
     .await
     .map_err(StoreError::from_sqlx)?;
@@ -371,23 +371,21 @@ async fn apply_changes(
         .map(|(events, _)| events)
 }
 
-/// Several runs' changes ([`crate::RunsTransaction::apply_and_claim`]): the new steps, step
-/// updates and attempts of all of them with one statement each (new steps first: a later
-/// outcome of the batch may update a row an earlier one created), the rest of each in turn,
-/// then one claim, then all their events in order. A batch that updates one row twice is
-/// written change by change instead.
+/// One or several runs' changes ([`crate::RunsTransaction::apply_and_claim`]): the new steps,
+/// step updates and attempts of all of them with one statement ([`write_rows`]), the rest of
+/// each in turn, then one claim, then all their events in order. A batch that updates one row
+/// twice is written change by change instead.
 async fn apply_many(
     conn: &mut PgConnection,
     changes: Vec<(Uuid, RunChanges)>,
     claim: Option<&ClaimRequest>,
 ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
     let at = now();
-    let rows = BatchRows::of(&changes);
+    // One round trip for the rows, whatever the number of runs.
+    let rows = BatchRows::of(&changes, 1);
     let merge = rows.is_some();
     if let Some(rows) = rows {
-        insert_steps_of_runs(&mut *conn, &rows.new_steps, at).await?;
-        update_steps(&mut *conn, &rows, at).await?;
-        insert_attempts(&mut *conn, &rows.attempts).await?;
+        write_rows(&mut *conn, &rows, at).await?;
     }
     let mut events = Vec::new();
     for (run_id, mut changes) in changes {
@@ -397,189 +395,194 @@ async fn apply_many(
     finish_changes(conn, events, claim, at).await
 }
 
-/// New steps of several runs, one statement.
-async fn insert_steps_of_runs(
-    conn: &mut PgConnection,
-    steps: &[(Uuid, &NewStep)],
-    at: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    if steps.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<Uuid> = steps.iter().map(|(_, s)| s.id).collect();
-    let run_ids: Vec<Uuid> = steps.iter().map(|(run_id, _)| *run_id).collect();
-    let step_ids: Vec<&str> = steps.iter().map(|(_, s)| s.step_id.as_str()).collect();
-    let due: Vec<DateTime<Utc>> = steps.iter().map(|(_, s)| s.due_at).collect();
-    sqlx::query(
-        "INSERT INTO step_runs \
-         (id, run_id, step_id, status, phase, attempt, due_at, created_at, updated_at) \
-         SELECT s.id, s.run_id, s.step_id, 'PENDING', 'queued', 0, s.due_at, $5, $5 \
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[]) \
-         WITH ORDINALITY AS s (id, run_id, step_id, due_at, n) ORDER BY s.n",
-    )
-    .bind(&ids)
-    .bind(&run_ids)
-    .bind(&step_ids)
-    .bind(&due)
-    .bind(at)
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| {
-        StoreError::from_sqlx_unique(e, |_| {
-            "a step of the batch already exists in its run".to_owned()
-        })
-    })?;
-    Ok(())
-}
-
-/// Step updates (each row at most once), one statement; each guarded one applies only if its
-/// row still runs under that lease, as in [`RunTransaction::apply`].
-async fn update_steps(
+/// The new steps, step updates (each row at most once) and attempts of a batch, with one
+/// statement (data-modifying `WITH` clauses). Each guarded update applies only if its row still
+/// runs under that lease, as in [`RunTransaction::apply`]. The clauses all see the table as it
+/// was before the statement, so an update of a step the same batch creates (a later outcome
+/// cancelling a step an earlier one made ready) goes in a second statement, after the insert.
+async fn write_rows(
     conn: &mut PgConnection,
     batch: &BatchRows<'_>,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let updates = &batch.step_updates;
-    if updates.is_empty() {
-        return Ok(());
+    let created: std::collections::HashSet<Uuid> =
+        batch.new_steps.iter().map(|(_, s)| s.id).collect();
+    let (later, now): (Vec<&StepUpdate>, Vec<&StepUpdate>) = batch
+        .step_updates
+        .iter()
+        .copied()
+        .partition(|u| created.contains(&u.id));
+    let mut applied =
+        write_rows_once(&mut *conn, &batch.new_steps, &now, &batch.attempts, at).await?;
+    if !later.is_empty() {
+        applied.extend(write_rows_once(&mut *conn, &[], &later, &[], at).await?);
     }
-    let mut ids = Vec::with_capacity(updates.len());
-    let mut statuses = Vec::with_capacity(updates.len());
-    let mut phases = Vec::with_capacity(updates.len());
-    let mut inputs = Vec::with_capacity(updates.len());
-    let mut outputs = Vec::with_capacity(updates.len());
-    let mut errors = Vec::with_capacity(updates.len());
-    let mut runners = Vec::with_capacity(updates.len());
-    let mut due = Vec::with_capacity(updates.len());
-    let mut waits = Vec::with_capacity(updates.len());
-    let mut resets = Vec::with_capacity(updates.len());
-    let mut keeps = Vec::with_capacity(updates.len());
-    let mut done = Vec::with_capacity(updates.len());
-    let mut owners = Vec::with_capacity(updates.len());
-    let mut attempts = Vec::with_capacity(updates.len());
+    batch.check_applied(applied)
+}
+
+/// One statement of [`write_rows`]: returns the ids of the updated rows (`NotFound` if an
+/// attempt's step row does not exist, `Conflict` if a step or an attempt already does).
+async fn write_rows_once(
+    conn: &mut PgConnection,
+    new_steps: &[(Uuid, &NewStep)],
+    updates: &[&StepUpdate],
+    attempts: &[&AttemptRecord],
+    at: DateTime<Utc>,
+) -> Result<Vec<Uuid>, StoreError> {
+    let mut s_ids = Vec::with_capacity(new_steps.len());
+    let mut s_runs = Vec::with_capacity(new_steps.len());
+    let mut s_steps = Vec::with_capacity(new_steps.len());
+    let mut s_due = Vec::with_capacity(new_steps.len());
+    for (run_id, step) in new_steps {
+        s_ids.push(step.id);
+        s_runs.push(*run_id);
+        s_steps.push(step.step_id.as_str());
+        s_due.push(step.due_at);
+    }
+
+    let mut u_ids = Vec::with_capacity(updates.len());
+    let mut u_statuses = Vec::with_capacity(updates.len());
+    let mut u_phases = Vec::with_capacity(updates.len());
+    let mut u_inputs = Vec::with_capacity(updates.len());
+    let mut u_outputs = Vec::with_capacity(updates.len());
+    let mut u_errors = Vec::with_capacity(updates.len());
+    let mut u_runners = Vec::with_capacity(updates.len());
+    let mut u_due = Vec::with_capacity(updates.len());
+    let mut u_waits = Vec::with_capacity(updates.len());
+    let mut u_resets = Vec::with_capacity(updates.len());
+    let mut u_keeps = Vec::with_capacity(updates.len());
+    let mut u_done = Vec::with_capacity(updates.len());
+    let mut u_owners = Vec::with_capacity(updates.len());
+    let mut u_attempts = Vec::with_capacity(updates.len());
     for u in updates {
-        ids.push(u.id);
-        statuses.push(u.status.as_str());
-        phases.push(u.phase.as_str());
-        inputs.push(u.input.clone());
-        outputs.push(u.output.clone());
-        errors.push(u.error.clone());
-        runners.push(u.runner.clone());
-        due.push(u.due_at);
-        waits.push(u.wait.clone());
-        resets.push(u.reset_attempt.map(encode_count).transpose()?);
-        keeps.push(u.phase == StepPhase::Executing);
-        done.push(u.status.is_terminal());
-        owners.push(u.guard.as_ref().map(|g| g.owner.clone()));
-        attempts.push(
+        u_ids.push(u.id);
+        u_statuses.push(u.status.as_str());
+        u_phases.push(u.phase.as_str());
+        u_inputs.push(u.input.as_ref());
+        u_outputs.push(u.output.as_ref());
+        u_errors.push(u.error.as_ref());
+        u_runners.push(u.runner.as_deref());
+        u_due.push(u.due_at);
+        u_waits.push(u.wait.as_ref());
+        u_resets.push(u.reset_attempt.map(encode_count).transpose()?);
+        u_keeps.push(u.phase == StepPhase::Executing);
+        u_done.push(u.status.is_terminal());
+        u_owners.push(u.guard.as_ref().map(|g| g.owner.as_str()));
+        u_attempts.push(
             u.guard
                 .as_ref()
                 .map(|g| encode_count(g.attempt))
                 .transpose()?,
         );
     }
-    let applied: Vec<Uuid> = sqlx::query_scalar(
-        "UPDATE step_runs SET status = u.status, phase = u.phase, \
-         input = COALESCE(u.input, step_runs.input), \
-         output = COALESCE(u.output, step_runs.output), \
-         error = COALESCE(u.error, step_runs.error), \
-         runner = COALESCE(u.runner, step_runs.runner), due_at = u.due_at, wait = u.wait, \
-         attempt = COALESCE(u.reset, step_runs.attempt), \
-         lease_owner = CASE WHEN u.keep THEN step_runs.lease_owner END, \
-         completed_at = CASE WHEN u.done THEN $15 END, updated_at = $15 \
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::jsonb[], \
-         $7::text[], $8::timestamptz[], $9::jsonb[], $10::int4[], $11::bool[], $12::bool[], \
-         $13::text[], $14::int4[]) \
-         AS u (id, status, phase, input, output, error, runner, due_at, wait, reset, keep, done, \
-         owner, attempt) \
-         WHERE step_runs.id = u.id AND (u.owner IS NULL OR (step_runs.phase = 'executing' \
-         AND step_runs.lease_owner = u.owner AND step_runs.attempt = u.attempt)) \
-         RETURNING step_runs.id",
-    )
-    .bind(&ids)
-    .bind(&statuses)
-    .bind(&phases)
-    .bind(&inputs)
-    .bind(&outputs)
-    .bind(&errors)
-    .bind(&runners)
-    .bind(&due)
-    .bind(&waits)
-    .bind(&resets)
-    .bind(&keeps)
-    .bind(&done)
-    .bind(&owners)
-    .bind(&attempts)
-    .bind(at)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(StoreError::from_sqlx)?;
-    batch.check_applied(applied)
-}
 
-/// Attempts of several steps, one statement (`NotFound` if a step row does not exist,
-/// `Conflict` if an attempt is already recorded).
-async fn insert_attempts(
-    conn: &mut PgConnection,
-    attempts: &[&AttemptRecord],
-) -> Result<(), StoreError> {
-    if attempts.is_empty() {
-        return Ok(());
-    }
-    let mut steps = Vec::with_capacity(attempts.len());
-    let mut numbers = Vec::with_capacity(attempts.len());
-    let mut statuses = Vec::with_capacity(attempts.len());
-    let mut inputs = Vec::with_capacity(attempts.len());
-    let mut outputs = Vec::with_capacity(attempts.len());
-    let mut errors = Vec::with_capacity(attempts.len());
-    let mut runners = Vec::with_capacity(attempts.len());
-    let mut owners = Vec::with_capacity(attempts.len());
-    let mut started = Vec::with_capacity(attempts.len());
-    let mut completed = Vec::with_capacity(attempts.len());
+    let mut a_steps = Vec::with_capacity(attempts.len());
+    let mut a_numbers = Vec::with_capacity(attempts.len());
+    let mut a_statuses = Vec::with_capacity(attempts.len());
+    let mut a_inputs = Vec::with_capacity(attempts.len());
+    let mut a_outputs = Vec::with_capacity(attempts.len());
+    let mut a_errors = Vec::with_capacity(attempts.len());
+    let mut a_runners = Vec::with_capacity(attempts.len());
+    let mut a_owners = Vec::with_capacity(attempts.len());
+    let mut a_started = Vec::with_capacity(attempts.len());
+    let mut a_completed = Vec::with_capacity(attempts.len());
     for a in attempts {
-        steps.push(a.step_row_id);
-        numbers.push(encode_count(a.attempt)?);
-        statuses.push(a.status.as_str());
-        inputs.push(a.input.clone());
-        outputs.push(a.output.clone());
-        errors.push(a.error.clone());
-        runners.push(a.runner.clone());
-        owners.push(a.lease_owner.clone());
-        started.push(a.started_at);
-        completed.push(a.completed_at);
+        a_steps.push(a.step_row_id);
+        a_numbers.push(encode_count(a.attempt)?);
+        a_statuses.push(a.status.as_str());
+        a_inputs.push(a.input.as_ref());
+        a_outputs.push(a.output.as_ref());
+        a_errors.push(a.error.as_ref());
+        a_runners.push(a.runner.as_deref());
+        a_owners.push(a.lease_owner.as_deref());
+        a_started.push(a.started_at);
+        a_completed.push(a.completed_at);
     }
-    let done = sqlx::query(
-        "INSERT INTO step_attempts (step_row_id, run_id, attempt, status, input, output, \
-         error, runner, lease_owner, started_at, completed_at) \
-         SELECT s.id, s.run_id, a.attempt, a.status, a.input, a.output, a.error, a.runner, \
-         a.owner, a.started, a.completed \
-         FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::jsonb[], $5::jsonb[], \
-         $6::jsonb[], $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[]) \
-         WITH ORDINALITY AS a (step, attempt, status, input, output, error, runner, owner, \
-         started, completed, n) \
-         JOIN step_runs s ON s.id = a.step ORDER BY a.n",
+
+    let row = sqlx::query(
+        "WITH new_steps AS ( \
+           INSERT INTO step_runs \
+           (id, run_id, step_id, status, phase, attempt, due_at, created_at, updated_at) \
+           SELECT s.id, s.run_id, s.step_id, 'PENDING', 'queued', 0, s.due_at, $1, $1 \
+           FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[]) \
+           WITH ORDINALITY AS s (id, run_id, step_id, due_at, n) ORDER BY s.n \
+         ), updated AS ( \
+           UPDATE step_runs SET status = u.status, phase = u.phase, \
+           input = COALESCE(u.input, step_runs.input), \
+           output = COALESCE(u.output, step_runs.output), \
+           error = COALESCE(u.error, step_runs.error), \
+           runner = COALESCE(u.runner, step_runs.runner), due_at = u.due_at, wait = u.wait, \
+           attempt = COALESCE(u.reset, step_runs.attempt), \
+           lease_owner = CASE WHEN u.keep THEN step_runs.lease_owner END, \
+           completed_at = CASE WHEN u.done THEN $1 END, updated_at = $1 \
+           FROM UNNEST($6::uuid[], $7::text[], $8::text[], $9::jsonb[], $10::jsonb[], \
+           $11::jsonb[], $12::text[], $13::timestamptz[], $14::jsonb[], $15::int4[], \
+           $16::bool[], $17::bool[], $18::text[], $19::int4[]) \
+           AS u (id, status, phase, input, output, error, runner, due_at, wait, reset, keep, \
+           done, owner, attempt) \
+           WHERE step_runs.id = u.id AND (u.owner IS NULL OR (step_runs.phase = 'executing' \
+           AND step_runs.lease_owner = u.owner AND step_runs.attempt = u.attempt)) \
+           RETURNING step_runs.id \
+         ), attempts AS ( \
+           INSERT INTO step_attempts (step_row_id, run_id, attempt, status, input, output, \
+           error, runner, lease_owner, started_at, completed_at) \
+           SELECT s.id, s.run_id, a.attempt, a.status, a.input, a.output, a.error, a.runner, \
+           a.owner, a.started, a.completed \
+           FROM UNNEST($20::uuid[], $21::int4[], $22::text[], $23::jsonb[], $24::jsonb[], \
+           $25::jsonb[], $26::text[], $27::text[], $28::timestamptz[], $29::timestamptz[]) \
+           WITH ORDINALITY AS a (step, attempt, status, input, output, error, runner, owner, \
+           started, completed, n) \
+           JOIN step_runs s ON s.id = a.step ORDER BY a.n \
+           RETURNING 1 \
+         ) \
+         SELECT ARRAY(SELECT id FROM updated) AS applied, \
+         (SELECT count(*) FROM attempts) AS attempts",
     )
-    .bind(&steps)
-    .bind(&numbers)
-    .bind(&statuses)
-    .bind(&inputs)
-    .bind(&outputs)
-    .bind(&errors)
-    .bind(&runners)
-    .bind(&owners)
-    .bind(&started)
-    .bind(&completed)
-    .execute(&mut *conn)
+    .bind(at)
+    .bind(&s_ids)
+    .bind(&s_runs)
+    .bind(&s_steps)
+    .bind(&s_due)
+    .bind(&u_ids)
+    .bind(&u_statuses)
+    .bind(&u_phases)
+    .bind(&u_inputs)
+    .bind(&u_outputs)
+    .bind(&u_errors)
+    .bind(&u_runners)
+    .bind(&u_due)
+    .bind(&u_waits)
+    .bind(&u_resets)
+    .bind(&u_keeps)
+    .bind(&u_done)
+    .bind(&u_owners)
+    .bind(&u_attempts)
+    .bind(&a_steps)
+    .bind(&a_numbers)
+    .bind(&a_statuses)
+    .bind(&a_inputs)
+    .bind(&a_outputs)
+    .bind(&a_errors)
+    .bind(&a_runners)
+    .bind(&a_owners)
+    .bind(&a_started)
+    .bind(&a_completed)
+    .fetch_one(&mut *conn)
     .await
     .map_err(|e| {
-        StoreError::from_sqlx_unique(e, |_| {
-            "an attempt of the batch is already recorded".to_owned()
+        StoreError::from_sqlx_unique(e, |constraint| {
+            if constraint.contains("attempt") {
+                "an attempt of the batch is already recorded".to_owned()
+            } else {
+                "a step of the batch already exists in its run".to_owned()
+            }
         })
     })?;
-    if done.rows_affected() != attempts.len() as u64 {
+    let written: i64 = row.try_get("attempts").map_err(StoreError::from_sqlx)?;
+    if written != attempts.len() as i64 {
         return Err(StoreError::NotFound);
     }
-    Ok(())
+    row.try_get("applied").map_err(StoreError::from_sqlx)
 }
 
 /// Steps 1–8 of [`RunTransaction::apply`] (everything but the events, left in `changes`).
@@ -1334,8 +1337,10 @@ impl PgStore {
         definition_id: Uuid,
         cap: Option<u32>,
         entry_step_id: &str,
+        timeout: Option<std::time::Duration>,
     ) -> Result<Vec<Uuid>, StoreError> {
         let at = now();
+        let deadline = crate::runs::deadline_after(at, timeout);
         let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
         // Admissions of one definition are serialised across replicas (taken before any row
         // lock; its holder then locks run rows of that definition only).
@@ -1373,10 +1378,11 @@ impl PgStore {
         let mut events = Vec::with_capacity(held.len() * 2);
         for id in held {
             sqlx::query(
-                "UPDATE workflow_runs SET status = 'RUNNING', started_at = $1, updated_at = $1 \
-                 WHERE id = $2",
+                "UPDATE workflow_runs SET status = 'RUNNING', started_at = $1, updated_at = $1, \
+                 deadline_at = $2 WHERE id = $3",
             )
             .bind(at)
+            .bind(deadline)
             .bind(id)
             .execute(&mut *tx)
             .await

@@ -371,7 +371,8 @@ async fn apply_many(
 ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
     let at = now();
     let at_text = encode_time(&at);
-    let rows = BatchRows::of(&changes);
+    // One run's changes: the row-by-row statements cost no more than the batch's.
+    let rows = BatchRows::of(&changes, 2);
     let merge = rows.is_some();
     if let Some(rows) = rows {
         insert_steps_of_runs(&mut *conn, &rows.new_steps, &at_text).await?;
@@ -1341,10 +1342,12 @@ impl SqliteStore {
         definition_id: Uuid,
         cap: Option<u32>,
         entry_step_id: &str,
+        timeout: Option<std::time::Duration>,
     ) -> Result<Vec<Uuid>, StoreError> {
         let _turn = self.write_turn().await;
         let at = now();
         let at_text = encode_time(&at);
+        let deadline = optional_time(crate::runs::deadline_after(at, timeout).as_ref());
         // The write lock serialises admissions (one process owns the file).
         let mut tx = self.immediate().await?;
         let running: i64 = sqlx::query_scalar(
@@ -1377,11 +1380,12 @@ impl SqliteStore {
         for id in held {
             let id = id.into_uuid();
             sqlx::query(
-                "UPDATE workflow_runs SET status = 'RUNNING', started_at = ?, updated_at = ? \
-                 WHERE id = ?",
+                "UPDATE workflow_runs SET status = 'RUNNING', started_at = ?, updated_at = ?, \
+                 deadline_at = ? WHERE id = ?",
             )
             .bind(&at_text)
             .bind(&at_text)
+            .bind(&deadline)
             .bind(id.hyphenated())
             .execute(&mut *tx)
             .await

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde_json::Value;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -115,11 +116,15 @@ impl InFlight {
     }
 }
 
-/// Published definitions are immutable: cache their parsed specs.
+/// Published definitions are immutable: cache their parsed specs, and the compiled JSON
+/// Schemas of their input parameters.
 #[derive(Clone)]
 pub struct DefinitionCache {
     store: Arc<dyn Store>,
     cache: moka::future::Cache<Uuid, Arc<DefinitionSpec>>,
+    /// Compiled schemas by their JSON text (the same schema in several definitions, or
+    /// versions, is compiled once).
+    schemas: moka::sync::Cache<String, Arc<jsonschema::Validator>>,
 }
 
 impl DefinitionCache {
@@ -128,7 +133,19 @@ impl DefinitionCache {
         Self {
             store,
             cache: moka::future::Cache::new(1024),
+            schemas: moka::sync::Cache::new(1024),
         }
+    }
+
+    /// `schema` compiled (once; later calls get the same validator), or why it does not compile.
+    pub fn schema(&self, schema: &Value) -> Result<Arc<jsonschema::Validator>, String> {
+        let key = schema.to_string();
+        if let Some(validator) = self.schemas.get(&key) {
+            return Ok(validator);
+        }
+        let validator = Arc::new(jsonschema::validator_for(schema).map_err(|e| e.to_string())?);
+        self.schemas.insert(key, validator.clone());
+        Ok(validator)
     }
 
     /// The spec of definition `id`.
@@ -293,6 +310,9 @@ impl Executor {
                     definition_id,
                     spec.max_concurrent_runs,
                     &entry.step_definition_id,
+                    // From the admission: a held run's time waiting does not count.
+                    spec.timeout_seconds
+                        .map(|s| Duration::from_secs(s.min(plan::MAX_DELAY_SECONDS as u64))),
                 )
                 .await?;
             for run_id in &admitted {

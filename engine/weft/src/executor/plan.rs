@@ -149,9 +149,11 @@ pub fn step_outcome(
                     "definitionId": child.definition_id, "definitionName": child.definition_name,
                     "definitionVersion": child.definition_version, "parentRunId": run_id}),
                 ));
-                changes
-                    .events
-                    .push(event(child.id, None, "run.started", json!({})));
+                if !child.initial_steps.is_empty() {
+                    changes
+                        .events
+                        .push(event(child.id, None, "run.started", json!({})));
+                }
                 for step in &child.initial_steps {
                     changes.events.push(event(
                         child.id,
@@ -551,9 +553,8 @@ pub fn cancelled(step: &StepRecord) -> StepUpdate {
     }
 }
 
-/// An event.
 /// Longest delay the engine schedules (100 years): later instants are clamped to it.
-const MAX_DELAY_SECONDS: f64 = 3_153_600_000.0;
+pub(crate) const MAX_DELAY_SECONDS: f64 = 3_153_600_000.0;
 
 /// `at` plus `seconds`, never overflowing whatever a definition or an input says: negative or
 /// NaN is 0, anything past [`MAX_DELAY_SECONDS`] (or infinite) is clamped to it.
@@ -581,6 +582,7 @@ pub fn summary(output: &Value) -> Value {
     }
 }
 
+/// An event of run `run_id` (and step `step_id`).
 pub fn event(run_id: Uuid, step_id: Option<&str>, kind: &str, data: Value) -> NewEvent {
     NewEvent {
         run_id,

@@ -158,6 +158,7 @@ async fn record_all(
     let mut permits: Vec<OwnedSemaphorePermit> = Vec::new();
     let mut ended: HashMap<Uuid, RunStatus> = HashMap::new();
     let mut timer = false;
+    let mut held_children = false;
     let mut refused: HashMap<usize, StoreError> = HashMap::new();
     for (index, (pending, _)) in batch.iter_mut().enumerate() {
         let run_id = pending.row.run_id;
@@ -201,6 +202,8 @@ async fn record_all(
         if let Some(update) = &planned.run {
             ended.insert(run_id, update.status);
         }
+        // A child run of a capped definition is created held: the admission looks.
+        held_children |= planned.new_runs.iter().any(|r| r.initial_steps.is_empty());
         tallies.push(Tally::of(&run.definition_name, &planned, run_steps));
         permits.extend(pending.permit.take());
         apply_in_memory(run_steps, &planned, now);
@@ -234,6 +237,9 @@ async fn record_all(
     let (_, claimed) = tx.apply_and_claim(changes, claim).await?;
     for tally in tallies {
         shared.metrics.record(tally);
+    }
+    if held_children {
+        executor.notify_admission();
     }
     let mut finished = Vec::new();
     for (run_id, status) in &ended {

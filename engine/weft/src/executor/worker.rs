@@ -603,20 +603,24 @@ async fn sub_workflow(
             "the child definition has no steps",
         )));
     };
-    let child_input = match crate::runs::validate_input(&child_spec, input) {
-        Ok(input) => input,
-        Err(issues) => {
-            let text: Vec<String> = issues
-                .iter()
-                .map(|i| format!("{} {}", i.path, i.message))
-                .collect();
-            return Ok(Outcome::Failed(Failure::fatal(
-                "invalid_input",
-                format!("child input: {}", text.join("; ")),
-            )));
-        }
-    };
+    let child_input =
+        match crate::runs::validate_input(&executor.shared.definitions, &child_spec, input) {
+            Ok(input) => input,
+            Err(issues) => {
+                let text: Vec<String> = issues
+                    .iter()
+                    .map(|i| format!("{} {}", i.path, i.message))
+                    .collect();
+                return Ok(Outcome::Failed(Failure::fatal(
+                    "invalid_input",
+                    format!("child input: {}", text.join("; ")),
+                )));
+            }
+        };
     let child_id = Uuid::now_v7();
+    // A child of a capped definition waits for room like any run of it (held, PENDING, its
+    // deadline from its admission); the parent step waits for it meanwhile.
+    let held = child_spec.max_concurrent_runs.is_some();
     let child = NewRun {
         id: child_id,
         definition_id: child_definition.id,
@@ -631,12 +635,17 @@ async fn sub_workflow(
         depth: run.depth + 1,
         deadline_at: child_spec
             .timeout_seconds
+            .filter(|_| !held)
             .map(|s| plan::after_seconds(now, s as f64)),
-        initial_steps: vec![NewStep {
-            id: Uuid::now_v7(),
-            step_id: entry.step_definition_id.clone(),
-            due_at: now,
-        }],
+        initial_steps: if held {
+            Vec::new()
+        } else {
+            vec![NewStep {
+                id: Uuid::now_v7(),
+                step_id: entry.step_definition_id.clone(),
+                due_at: now,
+            }]
+        },
     };
     Ok(Outcome::Parked {
         wait: json!({"childRunId": child_id}),

@@ -519,6 +519,104 @@ both_backends!(
     }
 );
 
+both_backends! {
+    async fn a_child_run_of_a_capped_definition_waits_for_room(backend: Backend) {
+        let app = app_with_plugins(backend).await;
+        deploy(&app, json!({"name": "capped-child", "maxConcurrentRuns": 1,
+            "outputParameters": [{"name": "got", "value": {"type": "taskOutput", "value": {"taskId": "hold", "outputKey": "payload"}}}],
+            "steps": [{"stepDefinitionId": "hold", "type": "wait",
+                       "waitConfig": {"signal": "go", "timeoutSeconds": 3600}}]})).await;
+        deploy(&app, json!({"name": "calls-capped",
+            "outputParameters": [{"name": "child", "value": {"type": "taskOutput", "value": {"taskId": "call", "path": ""}}}],
+            "steps": [{"stepDefinitionId": "call", "type": "workflow",
+                       "workflowConfig": {"workflowName": "capped-child"}}]})).await;
+        let signal = |run: &str, payload: Value| {
+            let app = &app;
+            let path = format!("/api/v1/workflow-instances/{run}/signals/go");
+            async move {
+                expect_status(app.post_json(&path, &payload).await, StatusCode::ACCEPTED).await;
+            }
+        };
+        // A run of its own takes the only slot.
+        let first = start(&app, json!({"name": "capped-child"})).await;
+        let first = first["id"].as_str().expect("id").to_string();
+        wait_for(&app, &first, &["RUNNING"]).await;
+
+        let parent = start(&app, json!({"name": "calls-capped"})).await;
+        let parent = parent["id"].as_str().expect("id").to_string();
+        let child = loop {
+            let children = expect_status(
+                app.get(&format!("/api/v1/workflow-instances?parentRunId={parent}")).await,
+                StatusCode::OK,
+            )
+            .await;
+            if let Some(id) = children["items"][0]["id"].as_str() {
+                break id.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // Held while the slot is taken, even after the admission has had every chance.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let held = wait_for(&app, &child, &["PENDING", "RUNNING"]).await;
+        assert_eq!(held["status"], "PENDING", "{held}");
+        assert!(held["startedAt"].is_null(), "{held}");
+        let waiting = wait_for(&app, &parent, &["RUNNING"]).await;
+        assert_eq!(waiting["status"], "RUNNING");
+
+        // The slot frees: the child starts, runs, and its output reaches the parent.
+        signal(&first, json!({})).await;
+        wait_for(&app, &first, &["COMPLETED"]).await;
+        wait_for(&app, &child, &["RUNNING"]).await;
+        signal(&child, json!({"n": 7})).await;
+        let done = wait_for(&app, &parent, &["COMPLETED", "FAILED", "CANCELLED"]).await;
+        assert_eq!(done["status"], "COMPLETED", "{done}");
+        assert_eq!(done["output"]["child"]["got"], json!({"n": 7}), "{done}");
+
+        let kinds = |body: Value| -> Vec<(i64, String)> {
+            body["items"].as_array().expect("items").iter()
+                .map(|e| (e["seq"].as_i64().expect("seq"), e["kind"].as_str().unwrap_or_default().to_string()))
+                .collect()
+        };
+        let first_events = kinds(expect_status(app.get(&format!("/api/v1/workflow-instances/{first}/events")).await, StatusCode::OK).await);
+        let child_events = kinds(expect_status(app.get(&format!("/api/v1/workflow-instances/{child}/events")).await, StatusCode::OK).await);
+        let first_done = first_events.iter().find(|(_, k)| k == "run.completed").expect("completed").0;
+        let started: Vec<i64> = child_events.iter().filter(|(_, k)| k == "run.started").map(|(s, _)| *s).collect();
+        assert_eq!(started.len(), 1, "{child_events:?}");
+        assert!(started[0] > first_done, "{first_events:?} {child_events:?}");
+    }
+}
+
+both_backends! {
+    async fn a_held_run_deadline_counts_from_its_admission(backend: Backend) {
+        let app = app_with_plugins(backend).await;
+        deploy(&app, json!({"name": "capped-hurried", "maxConcurrentRuns": 1, "timeoutSeconds": 1,
+            "steps": [{"stepDefinitionId": "hold", "type": "wait",
+                       "waitConfig": {"signal": "go", "timeoutSeconds": 3600}}]})).await;
+        let first = start(&app, json!({"name": "capped-hurried"})).await;
+        let first = first["id"].as_str().expect("id").to_string();
+        let second = start(&app, json!({"name": "capped-hurried"})).await;
+        let second = second["id"].as_str().expect("id").to_string();
+        let held = wait_for(&app, &second, &["PENDING", "RUNNING"]).await;
+        assert_eq!(held["status"], "PENDING", "{held}");
+        assert!(held["deadlineAt"].is_null(), "a held run has no deadline yet: {held}");
+
+        // The first run hits its deadline; the second is admitted after a wait longer than
+        // its own time-out, and still gets its full second.
+        let failed = wait_for(&app, &first, &["FAILED", "COMPLETED", "CANCELLED"]).await;
+        assert_eq!(failed["error"]["code"], "deadline_exceeded", "{failed}");
+        let admitted = wait_for(&app, &second, &["RUNNING", "FAILED", "COMPLETED"]).await;
+        assert_eq!(admitted["status"], "RUNNING", "{admitted}");
+        let time = |v: &Value| v.as_str().expect("time").parse::<chrono::DateTime<chrono::Utc>>().expect("rfc3339");
+        let created = time(&admitted["createdAt"]);
+        let started = time(&admitted["startedAt"]);
+        let deadline = time(&admitted["deadlineAt"]);
+        assert!(started - created >= chrono::TimeDelta::milliseconds(900), "{admitted}");
+        assert_eq!(deadline - started, chrono::TimeDelta::seconds(1), "{admitted}");
+        let done = wait_for(&app, &second, &["FAILED", "COMPLETED", "CANCELLED"]).await;
+        assert_eq!(done["error"]["code"], "deadline_exceeded", "{done}");
+    }
+}
+
 both_backends!(
     async fn run_input_is_checked_against_parameter_schemas(backend: Backend) {
         let app = app_with_plugins(backend).await;
