@@ -31,6 +31,7 @@ on_both_backends!(
     batches_write_several_runs_at_once,
     a_stale_batch_writes_nothing,
     a_batch_parking_for_a_pending_signal_wakes_at_once,
+    a_batch_may_cancel_a_step_it_creates,
     a_batch_claims_older_ready_work_before_its_successors,
     runs_with_outputs_reads_completed_outputs_of_many_runs,
 );
@@ -1011,6 +1012,84 @@ async fn stream_events_by_scope_and_bounds(store: Arc<dyn Store>) {
 
 /// Two runs' transitions in one transaction: each run's changes in turn (a later one may update
 /// a row an earlier one created), one claim for the steps made ready, every event in order.
+/// A later outcome of a batch may update a step an earlier outcome created (a failure that
+/// cancels the successor another branch just made ready): the step is created, then updated.
+async fn a_batch_may_cancel_a_step_it_creates(store: Arc<dyn Store>) {
+    let (run_id, claimed) = claimed_run(&store, &["a", "b"], "w1").await;
+    let a = claimed.iter().find(|c| c.step.step_id == "a").unwrap();
+    let b = claimed.iter().find(|c| c.step.step_id == "b").unwrap();
+    let tx = store.begin_runs(&[run_id]).await.unwrap();
+    let at = now();
+    let next = new_step("next", at);
+    let failure = json!({"code": "boom", "message": "b failed"});
+    let changes = vec![
+        (
+            run_id,
+            RunChanges {
+                step_updates: vec![update(&a.step, StepStatus::Completed, StepPhase::Done)],
+                new_steps: vec![next.clone()],
+                attempts: vec![attempt_of(a, StepStatus::Completed, at)],
+                events: vec![
+                    event(run_id, Some("a"), "step.completed"),
+                    event(run_id, Some("next"), "step.ready"),
+                ],
+                ..Default::default()
+            },
+        ),
+        (
+            run_id,
+            RunChanges {
+                step_updates: vec![
+                    StepUpdate {
+                        error: Some(failure.clone()),
+                        ..update(&b.step, StepStatus::Failed, StepPhase::Done)
+                    },
+                    StepUpdate {
+                        id: next.id,
+                        guard: None,
+                        ..update(&b.step, StepStatus::Cancelled, StepPhase::Done)
+                    },
+                ],
+                attempts: vec![AttemptRecord {
+                    output: None,
+                    error: Some(failure.clone()),
+                    ..attempt_of(b, StepStatus::Failed, at)
+                }],
+                run: Some(RunUpdate {
+                    status: RunStatus::Failed,
+                    output: None,
+                    error: Some(failure.clone()),
+                }),
+                events: vec![
+                    event(run_id, Some("b"), "step.failed"),
+                    event(run_id, None, "run.failed"),
+                ],
+                ..Default::default()
+            },
+        ),
+    ];
+    let (events, claimed) = tx.apply_and_claim(changes, None).await.unwrap();
+    assert_eq!(events.len(), 4);
+    assert!(claimed.is_empty());
+    let status = |step_id: &str| {
+        let store = store.clone();
+        let step_id = step_id.to_owned();
+        async move { step_named(&store, run_id, &step_id).await }
+    };
+    let created = status("next").await;
+    assert_eq!(created.id, next.id);
+    assert_eq!(created.status, StepStatus::Cancelled);
+    assert_eq!(created.phase, StepPhase::Done);
+    assert!(created.completed_at.is_some());
+    assert_eq!(status("a").await.status, StepStatus::Completed);
+    assert_eq!(status("b").await.status, StepStatus::Failed);
+    assert_eq!(store.list_attempts(run_id).await.unwrap().len(), 2);
+    assert_eq!(
+        store.get_run(run_id).await.unwrap().unwrap().status,
+        RunStatus::Failed
+    );
+}
+
 async fn batches_write_several_runs_at_once(store: Arc<dyn Store>) {
     let (first, a) = claimed_run(&store, &["a"], "w1").await;
     let (second, b) = claimed_run(&store, &["b"], "w1").await;
