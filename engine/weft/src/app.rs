@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
@@ -340,7 +341,14 @@ impl Application {
             }
         });
         tracing::info!(address = %self.address, "HTTP API listening");
-        let server = axum::serve(self.listener, self.router)
+        // Small writes (WebSocket frames of the live feed, above all) go out at once, not after
+        // the peer's delayed acknowledgement of the previous one (Nagle: up to 40 ms each).
+        let listener = self.listener.tap_io(|socket| {
+            if let Err(e) = socket.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+            }
+        });
+        let server = axum::serve(listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let mut serving = tokio::spawn(async move { server.await });
         let result = tokio::select! {
