@@ -32,7 +32,8 @@ pub(crate) const DECOMMIT_BATCH: usize = 32;
 /// instead of being returned to the kernel, so the next instance in the slot neither faults
 /// them in again nor makes the kernel flush other cores' TLBs. 2 MiB covers a Rust guest's
 /// 1 MiB stack and its data and first heap pages. Only pages an instance touched stay resident:
-/// at most this much per slot that was used.
+/// at most this much per memory slot that was used (the pool has `2 × MAX_INSTANCES` = 512:
+/// 1 GiB at the very most, for guests that dirty 2 MiB each).
 pub(crate) const KEEP_RESIDENT: usize = 2 << 20;
 /// The same for tables.
 pub(crate) const KEEP_RESIDENT_TABLE: usize = 64 << 10;

@@ -153,8 +153,8 @@ pub trait Store: Send + Sync + 'static {
 
     // Durable runs: see the module docs of [`runs`].
 
-    /// Create a run (status RUNNING, `started_at` = `created_at` = now) with its initial steps
-    /// and append `events`, in one transaction; returns it and `true`. With an idempotency key
+    /// Create a run (status RUNNING, `started_at` = `created_at` = now; or PENDING and not
+    /// started when it has no initial steps: held) with its initial steps and append `events`, in one transaction; returns it and `true`. With an idempotency key
     /// that already exists: returns that run and `false`, writing nothing. [`StoreError::Conflict`]
     /// if the run's id, or a step row's id, exists.
     async fn create_run(

@@ -124,7 +124,8 @@ pub struct NewRun {
     pub parent: Option<ParentRef>,
     /// 0 for a top-level run.
     pub depth: u32,
-    /// The run fails if it is not finished by then.
+    /// The run fails if it is not finished by then. A held run's is set at its admission
+    /// instead (see [`crate::Store::admit_runs`]).
     pub deadline_at: Option<DateTime<Utc>>,
     /// Steps queued at creation (due now). None: the run is held (status PENDING, not started)
     /// until [`crate::Store::admit_runs`] admits it (a definition's `maxConcurrentRuns`).
@@ -501,9 +502,11 @@ impl RunChanges {
     }
 }
 
-/// The rows of several runs' changes that a batch writes with one statement per kind (both
-/// backends): new steps first (a later outcome may update a row an earlier one created), then
-/// step updates, then attempts. The rest of each run's changes is written run by run.
+/// The rows of a batch's changes (of one run or several) that are written together: new steps
+/// first (a later outcome may update a row an earlier one created), then step updates, then
+/// attempts. SQLite writes them with one statement per kind; PostgreSQL with one statement for
+/// all three (and a second for updates of rows the batch creates). The rest of each run's
+/// changes is written run by run.
 pub(crate) struct BatchRows<'a> {
     pub(crate) new_steps: Vec<(Uuid, &'a NewStep)>,
     pub(crate) step_updates: Vec<&'a StepUpdate>,
@@ -535,7 +538,7 @@ impl<'a> BatchRows<'a> {
         })
     }
 
-    /// After the one statement of the step updates, which returned the ids of the rows it
+    /// After the statements of the step updates, which returned the ids of the rows they
     /// wrote: every update applied, or the first that did not says why (`Stale` for a guard
     /// that no longer holds, `NotFound` for a missing row).
     pub(crate) fn check_applied(

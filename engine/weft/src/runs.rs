@@ -289,6 +289,8 @@ impl Runs {
         self.executor.metrics().record(tally);
         tracing::info!(run_id = %id, "run retried");
         self.executor.notify();
+        // A run cancelled while held is held again.
+        self.executor.notify_admission();
         self.get(id).await
     }
 

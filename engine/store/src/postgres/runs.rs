@@ -421,7 +421,10 @@ async fn write_rows(
 }
 
 /// One statement of [`write_rows`]: returns the ids of the updated rows (`NotFound` if an
-/// attempt's step row does not exist, `Conflict` if a step or an attempt already does).
+/// attempt's step row does not exist, `Conflict` if a step or an attempt already does). A
+/// unique violation aborts the statement before the updates are checked, so an attempt already
+/// recorded by whoever took the step over is answered `Conflict` rather than `Stale`: either
+/// way nothing is written.
 async fn write_rows_once(
     conn: &mut PgConnection,
     new_steps: &[(Uuid, &NewStep)],

@@ -116,6 +116,9 @@ impl InFlight {
     }
 }
 
+/// Bytes of schema text whose compiled schemas [`DefinitionCache`] keeps.
+const SCHEMA_CACHE_BYTES: u64 = 8 << 20;
+
 /// Published definitions are immutable: cache their parsed specs, and the compiled JSON
 /// Schemas of their input parameters.
 #[derive(Clone)]
@@ -133,19 +136,23 @@ impl DefinitionCache {
         Self {
             store,
             cache: moka::future::Cache::new(1024),
-            schemas: moka::sync::Cache::new(1024),
+            // Weighed by schema size (a compiled schema takes a few times its text).
+            schemas: moka::sync::Cache::builder()
+                .weigher(|key: &String, _| u32::try_from(key.len()).unwrap_or(u32::MAX))
+                .max_capacity(SCHEMA_CACHE_BYTES)
+                .build(),
         }
     }
 
     /// `schema` compiled (once; later calls get the same validator), or why it does not compile.
     pub fn schema(&self, schema: &Value) -> Result<Arc<jsonschema::Validator>, String> {
-        let key = schema.to_string();
-        if let Some(validator) = self.schemas.get(&key) {
-            return Ok(validator);
-        }
-        let validator = Arc::new(jsonschema::validator_for(schema).map_err(|e| e.to_string())?);
-        self.schemas.insert(key, validator.clone());
-        Ok(validator)
+        self.schemas
+            .try_get_with(schema.to_string(), || {
+                jsonschema::validator_for(schema)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| e.as_ref().clone())
     }
 
     /// The spec of definition `id`.
@@ -301,11 +308,19 @@ impl Executor {
     async fn admit_held(&self) -> Result<(), ExecutorError> {
         let store = &self.shared.store;
         for definition_id in store.held_run_definitions().await? {
-            let spec = self.shared.definitions.get(definition_id).await?;
+            // One definition that cannot be read (deleted meanwhile, say) does not hold up the
+            // others' runs.
+            let spec = match self.shared.definitions.get(definition_id).await {
+                Ok(spec) => spec,
+                Err(e) => {
+                    tracing::warn!(%definition_id, error = %e, "cannot admit the held runs of a definition");
+                    continue;
+                }
+            };
             let Some(entry) = spec.entry_step() else {
                 continue;
             };
-            let admitted = store
+            let admitted = match store
                 .admit_runs(
                     definition_id,
                     spec.max_concurrent_runs,
@@ -314,7 +329,14 @@ impl Executor {
                     spec.timeout_seconds
                         .map(|s| Duration::from_secs(s.min(plan::MAX_DELAY_SECONDS as u64))),
                 )
-                .await?;
+                .await
+            {
+                Ok(admitted) => admitted,
+                Err(e) => {
+                    tracing::warn!(%definition_id, error = %e, "cannot admit the held runs of a definition");
+                    continue;
+                }
+            };
             for run_id in &admitted {
                 tracing::info!(run_id = %run_id, %definition_id, "held run admitted");
             }

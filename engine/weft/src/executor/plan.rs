@@ -502,6 +502,18 @@ pub fn cancel_run(view: &RunView<'_>, reason: &str) -> RunChanges {
 pub fn retry_run(view: &RunView<'_>, now: DateTime<Utc>) -> RunChanges {
     let mut changes = RunChanges::default();
     let run_id = view.run.id;
+    if view.run.started_at.is_none() {
+        // Cancelled while held: it never started. Held again, to be admitted in its turn.
+        changes.run = Some(RunUpdate {
+            status: RunStatus::Pending,
+            output: None,
+            error: None,
+        });
+        changes
+            .events
+            .push(event(run_id, None, "run.retried", json!({})));
+        return changes;
+    }
     for step in view.steps {
         if matches!(step.status, StepStatus::Failed | StepStatus::Cancelled) {
             changes.step_updates.push(StepUpdate {

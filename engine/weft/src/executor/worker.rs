@@ -619,8 +619,11 @@ async fn sub_workflow(
         };
     let child_id = Uuid::now_v7();
     // A child of a capped definition waits for room like any run of it (held, PENDING, its
-    // deadline from its admission); the parent step waits for it meanwhile.
-    let held = child_spec.max_concurrent_runs.is_some();
+    // deadline from its admission); the parent step waits for it meanwhile. Not when that
+    // definition is the run's own or an ancestor's (recursion): the slots it would wait for may
+    // all be taken by those ancestors, each waiting for it.
+    let held = child_spec.max_concurrent_runs.is_some()
+        && !among_ancestors(executor, run, child_definition.id).await?;
     let child = NewRun {
         id: child_id,
         definition_id: child_definition.id,
@@ -652,6 +655,32 @@ async fn sub_workflow(
         due_at: None,
         start_runs: vec![child],
     })
+}
+
+/// Whether definition `definition_id` is `run`'s or one of its ancestors' (at most `max_depth`
+/// reads up the chain).
+async fn among_ancestors(
+    executor: &Executor,
+    run: &RunRecord,
+    definition_id: Uuid,
+) -> Result<bool, StoreError> {
+    if run.definition_id == definition_id {
+        return Ok(true);
+    }
+    let mut parent = run.parent.map(|p| p.run_id);
+    for _ in 0..executor.shared.options.max_depth {
+        let Some(id) = parent else {
+            return Ok(false);
+        };
+        let Some(ancestor) = executor.shared.store.get_run(id).await? else {
+            return Ok(false);
+        };
+        if ancestor.definition_id == definition_id {
+            return Ok(true);
+        }
+        parent = ancestor.parent.map(|p| p.run_id);
+    }
+    Ok(false)
 }
 
 /// The definition a workflow step names: by id, or by name (and optional version requirement):

@@ -587,6 +587,66 @@ both_backends! {
 }
 
 both_backends! {
+    async fn a_capped_definition_may_start_itself_as_a_sub_workflow(backend: Backend) {
+        // With one slot, a child held until its ancestors end would wait for ever: a child of a
+        // definition already running among its ancestors is not held.
+        let app = app_with_plugins(backend).await;
+        deploy(&app, json!({"name": "countdown", "maxConcurrentRuns": 1,
+            "inputParameters": [{"name": "n", "type": "number", "required": true}],
+            "outputParameters": [{"name": "n", "value": {"type": "workflowInput", "value": "n"}}],
+            "steps": [
+                {"stepDefinitionId": "d", "type": "decision", "decisionConfig": {"joinStepId": "j",
+                    "cases": [{"condition": "input.n > 0", "nextStepId": "call"}],
+                    "defaultStepId": "stop"}},
+                {"stepDefinitionId": "call", "type": "workflow",
+                 "workflowConfig": {"workflowName": "countdown", "nextStepId": "j"},
+                 "parameters": {"n": {"type": "expression", "value": "input.n - 1"}}},
+                add("stop", Some("j"), json!({"type": "constant", "value": 0})),
+                {"stepDefinitionId": "j", "type": "join", "joinConfig": {"incomingStepIds": ["call", "stop"]}}
+            ]})).await;
+        let run = start(&app, json!({"name": "countdown", "input": {"n": 2}})).await;
+        let id = run["id"].as_str().expect("id");
+        let done = wait_for(&app, id, &["COMPLETED", "FAILED", "CANCELLED"]).await;
+        assert_eq!(done["status"], "COMPLETED", "{done}");
+        let child = expect_status(app.get(&format!("/api/v1/workflow-instances?parentRunId={id}")).await, StatusCode::OK).await;
+        assert_eq!(child["items"][0]["status"], "COMPLETED", "{child}");
+        assert_eq!(child["items"][0]["input"]["n"].as_f64(), Some(1.0), "{child}");
+    }
+}
+
+both_backends! {
+    async fn a_run_cancelled_while_held_is_held_again_when_retried(backend: Backend) {
+        let app = app_with_plugins(backend).await;
+        deploy(&app, json!({"name": "capped-retry", "maxConcurrentRuns": 1,
+            "steps": [{"stepDefinitionId": "hold", "type": "wait",
+                       "waitConfig": {"signal": "go", "timeoutSeconds": 3600}}]})).await;
+        let first = start(&app, json!({"name": "capped-retry"})).await;
+        let first = first["id"].as_str().expect("id").to_string();
+        wait_for(&app, &first, &["RUNNING"]).await;
+        let second = start(&app, json!({"name": "capped-retry"})).await;
+        let second = second["id"].as_str().expect("id").to_string();
+        assert_eq!(wait_for(&app, &second, &["PENDING", "RUNNING"]).await["status"], "PENDING");
+        expect_status(app.post(&format!("/api/v1/workflow-instances/{second}/cancel")).await, StatusCode::OK).await;
+        wait_for(&app, &second, &["CANCELLED"]).await;
+
+        // Retried, it waits for room again (it never started: there is nothing to resume).
+        let retried = expect_status(app.post(&format!("/api/v1/workflow-instances/{second}/retry")).await, StatusCode::OK).await;
+        assert_eq!(retried["status"], "PENDING", "{retried}");
+        assert!(retried["startedAt"].is_null(), "{retried}");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(wait_for(&app, &second, &["PENDING", "RUNNING"]).await["status"], "PENDING");
+
+        let signal = |run: &str| format!("/api/v1/workflow-instances/{run}/signals/go");
+        expect_status(app.post_json(&signal(&first), &json!({})).await, StatusCode::ACCEPTED).await;
+        wait_for(&app, &first, &["COMPLETED"]).await;
+        wait_for(&app, &second, &["RUNNING"]).await;
+        expect_status(app.post_json(&signal(&second), &json!({})).await, StatusCode::ACCEPTED).await;
+        let done = wait_for(&app, &second, &["COMPLETED", "FAILED", "CANCELLED"]).await;
+        assert_eq!(done["status"], "COMPLETED", "{done}");
+    }
+}
+
+both_backends! {
     async fn a_held_run_deadline_counts_from_its_admission(backend: Backend) {
         let app = app_with_plugins(backend).await;
         deploy(&app, json!({"name": "capped-hurried", "maxConcurrentRuns": 1, "timeoutSeconds": 1,
