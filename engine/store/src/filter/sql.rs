@@ -61,11 +61,13 @@ pub(crate) fn push_page<DB: Dialect>(qb: &mut QueryBuilder<DB>, q: &DefinitionQu
     push_limit_offset(qb, q.limit, q.offset);
 }
 
-/// ` LIMIT n OFFSET m`.
+/// ` LIMIT n OFFSET m`. The limit is an expression, not a bare parameter: SQLite's planner reads
+/// a bare `LIMIT ?` and then prepares the statement again at every execution (see
+/// `sqlite/runs.rs`); PostgreSQL folds `n + 0` as it would `n`.
 pub(crate) fn push_limit_offset<DB: Dialect>(qb: &mut QueryBuilder<DB>, limit: u32, offset: u64) {
     qb.push(" LIMIT ");
     DB::push_i64(qb, i64::from(limit));
-    qb.push(" OFFSET ");
+    qb.push(" + 0 OFFSET ");
     DB::push_i64(qb, i64::try_from(offset).unwrap_or(i64::MAX));
 }
 

@@ -3,7 +3,10 @@
 //! SQLite has one writer at a time: every transaction that reads before it writes starts with
 //! `BEGIN IMMEDIATE`, taking the write lock at once (waiting up to the busy timeout), so what
 //! it read cannot change before it writes. Lists of ids are bound as one JSON array and read
-//! back with `json_each`, so every statement stays a literal.
+//! back with `json_each`, so every statement stays a literal. A `LIMIT` is written `? + 0`:
+//! SQLite's planner reads a bare `LIMIT ?`, and a statement whose plan used a parameter is
+//! prepared again (parsed and planned) every time that parameter is bound: at every claim and
+//! every read of the live feed.
 
 use std::time::Duration;
 
@@ -862,7 +865,7 @@ async fn claim_due(
         "attempt = CASE WHEN phase = 'waiting' THEN attempt ELSE attempt + 1 END, ",
         "claimed_from = phase, updated_at = ? ",
         "WHERE id IN (SELECT id FROM step_runs WHERE phase <> 'done' AND due_at <= ? ",
-        "ORDER BY due_at, id LIMIT ?) RETURNING ",
+        "ORDER BY due_at, id LIMIT ? + 0) RETURNING ",
         step_columns!(),
         ", claimed_from"
     ))
@@ -1281,13 +1284,13 @@ impl SqliteStore {
             Some(run_id) => sqlx::query(concat!(
                 "SELECT ",
                 event_columns!(),
-                " FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+                " FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ? + 0"
             ))
             .bind(run_id.hyphenated()),
             None => sqlx::query(concat!(
                 "SELECT ",
                 event_columns!(),
-                " FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+                " FROM events WHERE seq > ? ORDER BY seq LIMIT ? + 0"
             )),
         }
         .bind(after_seq)
@@ -1307,7 +1310,7 @@ impl SqliteStore {
                 concat!(
                     "SELECT e.seq, e.run_id, e.step_id, e.kind, e.data, e.created_at, r.definition_id FROM events e JOIN workflow_runs r ON r.id = e.run_id WHERE e.seq > ? AND e.seq <= ?",
                     $filter,
-                    " ORDER BY e.seq LIMIT ?"
+                    " ORDER BY e.seq LIMIT ? + 0"
                 )
             };
         }
@@ -1363,7 +1366,7 @@ impl SqliteStore {
         } else {
             sqlx::query_scalar(
                 "SELECT id FROM workflow_runs WHERE definition_id = ? AND status = 'PENDING' \
-                 ORDER BY created_at, id LIMIT ?",
+                 ORDER BY created_at, id LIMIT ? + 0",
             )
             .bind(definition_id.hyphenated())
             .bind(room)
