@@ -786,6 +786,30 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
+    /// Every SQLite `LIMIT` is an expression (`? + 0`), never a bare parameter: see the docs of
+    /// `sqlite/runs.rs` (a bare one makes SQLite prepare the statement again at every use).
+    #[test]
+    fn no_bare_limit_parameter() {
+        let bare = ["LIMIT", " ?"].concat();
+        for (file, text) in [
+            ("sqlite.rs", include_str!("sqlite.rs")),
+            ("sqlite/runs.rs", include_str!("sqlite/runs.rs")),
+            ("filter/sql.rs", include_str!("filter/sql.rs")),
+        ] {
+            for (at, _) in text.match_indices(&bare) {
+                let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+                if text[line_start..at].trim_start().starts_with("//") {
+                    continue;
+                }
+                let rest = &text[at + bare.len()..];
+                assert!(
+                    rest.starts_with(" + 0"),
+                    "{file}: a bare LIMIT parameter at byte {at}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn times_encode_fixed_width_and_in_order() {
         let a = DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z").unwrap();
