@@ -432,6 +432,9 @@ async fn write_rows_once(
     attempts: &[&AttemptRecord],
     at: DateTime<Utc>,
 ) -> Result<Vec<Uuid>, StoreError> {
+    if new_steps.is_empty() && updates.is_empty() && attempts.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut s_ids = Vec::with_capacity(new_steps.len());
     let mut s_runs = Vec::with_capacity(new_steps.len());
     let mut s_steps = Vec::with_capacity(new_steps.len());
