@@ -134,7 +134,7 @@ pub struct NewRun {
 
 /// The deadline of a run started at `at` with `timeout` (`None`: none; one beyond what a
 /// timestamp holds is the latest one).
-pub fn deadline_after(
+pub(crate) fn deadline_after(
     at: DateTime<Utc>,
     timeout: Option<std::time::Duration>,
 ) -> Option<DateTime<Utc>> {
@@ -584,5 +584,24 @@ impl NewRun {
             updated_at: at,
         };
         (record, self.initial_steps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_never_overflow() {
+        let at = Utc::now();
+        assert_eq!(deadline_after(at, None), None);
+        assert_eq!(
+            deadline_after(at, Some(std::time::Duration::from_secs(2))),
+            Some(at + chrono::TimeDelta::seconds(2))
+        );
+        assert_eq!(
+            deadline_after(at, Some(std::time::Duration::from_secs(u64::MAX))),
+            Some(DateTime::<Utc>::MAX_UTC)
+        );
     }
 }
