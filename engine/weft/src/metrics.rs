@@ -344,8 +344,8 @@ impl Tally {
                 RunStatus::Completed => Some("completed"),
                 RunStatus::Failed => Some("failed"),
                 RunStatus::Cancelled => Some("cancelled"),
-                RunStatus::Running => Some("retried"),
-                RunStatus::Pending => None,
+                // A retried run goes on (RUNNING), or is held again if it never started.
+                RunStatus::Running | RunStatus::Pending => Some("retried"),
             };
             if let Some(status) = status {
                 tally.runs.push((definition.to_string(), status));

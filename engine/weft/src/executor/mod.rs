@@ -16,7 +16,7 @@ mod record;
 pub mod runner;
 mod worker;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -292,28 +292,35 @@ impl Executor {
     /// Admit held runs (a definition's `maxConcurrentRuns`) when woken, and every poll interval
     /// (runs ended on other replicas, admissions interrupted by a crash), until `shutdown`.
     async fn admit(self, shutdown: CancellationToken) {
+        let mut unreadable = HashSet::new();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = self.shared.admission.notified() => {}
                 () = tokio::time::sleep(self.shared.options.poll_interval) => {}
             }
-            if let Err(e) = self.admit_held().await {
+            if let Err(e) = self.admit_held(&mut unreadable).await {
                 tracing::warn!(error = %e, "cannot admit held runs; retrying");
             }
         }
     }
 
-    /// One admission pass over every definition with held runs.
-    async fn admit_held(&self) -> Result<(), ExecutorError> {
+    /// One admission pass over every definition with held runs. `unreadable`: the definitions
+    /// already reported as unreadable (reported once, not at every pass).
+    async fn admit_held(&self, unreadable: &mut HashSet<Uuid>) -> Result<(), ExecutorError> {
         let store = &self.shared.store;
         for definition_id in store.held_run_definitions().await? {
             // One definition that cannot be read (deleted meanwhile, say) does not hold up the
             // others' runs.
             let spec = match self.shared.definitions.get(definition_id).await {
-                Ok(spec) => spec,
+                Ok(spec) => {
+                    unreadable.remove(&definition_id);
+                    spec
+                }
                 Err(e) => {
-                    tracing::warn!(%definition_id, error = %e, "cannot admit the held runs of a definition");
+                    if unreadable.insert(definition_id) {
+                        tracing::warn!(%definition_id, error = %e, "cannot admit the held runs of a definition");
+                    }
                     continue;
                 }
             };
