@@ -251,4 +251,10 @@ pub trait Store: Send + Sync + 'static {
     async fn held_run_definitions(&self) -> Result<Vec<Uuid>, StoreError>;
     /// The highest `seq` of the log (0 when it is empty).
     async fn last_event_seq(&self) -> Result<i64, StoreError>;
+
+    /// Housekeeping to run about once a second, off the paths that wait on it (SQLite: copy the
+    /// write-ahead log back into the database; PostgreSQL: nothing).
+    async fn maintain(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -37,6 +37,10 @@ use crate::{
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Write-ahead-log pages after which a commit checkpoints by itself (SQLite's default is 1,000;
+/// [`Store::maintain`] normally checkpoints long before).
+const WAL_BACKSTOP_PAGES: u32 = 16_384;
+
 macro_rules! definition_columns {
     () => {
         "id, name, version, description, is_draft, is_enabled, spec, created_at, updated_at"
@@ -78,7 +82,11 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            // Checkpoints run in `maintain`, on a reading connection: a commit that has to
+            // checkpoint (copy the log back and sync the file) stalls every writer behind it.
+            // This is only the backstop if `maintain` does not run or falls behind.
+            .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES.to_string());
         let in_memory = is_in_memory(url);
         if !in_memory
             && let Some(dir) = options.get_filename().parent()
@@ -779,6 +787,15 @@ impl Store for SqliteStore {
 
     async fn last_event_seq(&self) -> Result<i64, StoreError> {
         self.last_event_seq_impl().await
+    }
+
+    async fn maintain(&self) -> Result<(), StoreError> {
+        // PASSIVE: copies what it can without waiting for anyone (writers go on appending).
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
     }
 }
 

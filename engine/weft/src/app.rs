@@ -36,6 +36,8 @@ use weft_runtime::{Runtime, RuntimeConfig};
 
 /// Largest gRPC message (an assignment's input or a result's output), in bytes.
 const MAX_GRPC_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// How often the store's housekeeping runs (SQLite: WAL checkpoints).
+const MAINTENANCE_PERIOD: Duration = Duration::from_secs(1);
 
 /// Why the application could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +173,7 @@ impl Application {
         .await
         .map_err(db_error)?;
         tasks.spawn(plugins.clone().watch_directory(shutdown.clone()));
+        tasks.spawn(maintain(store.clone(), shutdown.clone()));
 
         let agents = AgentRegistry::new(config.agent_heartbeat, metrics.clone());
         tasks.spawn(agents.clone().sweep(shutdown.clone()));
@@ -382,6 +385,22 @@ impl Application {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(AppError::Serve(e)),
             Err(join) => Err(AppError::Serve(std::io::Error::other(join.to_string()))),
+        }
+    }
+}
+
+/// The store's housekeeping ([`Store::maintain`]) about once a second, until `shutdown`.
+async fn maintain(store: Arc<dyn Store>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(MAINTENANCE_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = store.maintain().await {
+                    tracing::warn!(error = %e, "store housekeeping failed; retrying");
+                }
+            }
         }
     }
 }

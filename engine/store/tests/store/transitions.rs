@@ -32,6 +32,7 @@ on_both_backends!(
     a_stale_batch_writes_nothing,
     a_batch_parking_for_a_pending_signal_wakes_at_once,
     a_batch_may_cancel_a_step_it_creates,
+    housekeeping_keeps_everything,
     a_batch_claims_older_ready_work_before_its_successors,
     runs_with_outputs_reads_completed_outputs_of_many_runs,
 );
@@ -1012,6 +1013,36 @@ async fn stream_events_by_scope_and_bounds(store: Arc<dyn Store>) {
 
 /// Two runs' transitions in one transaction: each run's changes in turn (a later one may update
 /// a row an earlier one created), one claim for the steps made ready, every event in order.
+/// `maintain` (SQLite: a checkpoint of the write-ahead log) loses nothing and can run while
+/// a transition is open.
+async fn housekeeping_keeps_everything(store: Arc<dyn Store>) {
+    let (run_id, claimed) = claimed_run(&store, &["a"], "w1").await;
+    store.maintain().await.unwrap();
+    let tx = store.begin_runs(&[run_id]).await.unwrap();
+    let at = now();
+    let changes = vec![(
+        run_id,
+        RunChanges {
+            step_updates: vec![update(
+                &claimed[0].step,
+                StepStatus::Completed,
+                StepPhase::Done,
+            )],
+            attempts: vec![attempt_of(&claimed[0], StepStatus::Completed, at)],
+            events: vec![event(run_id, Some("a"), "step.completed")],
+            ..Default::default()
+        },
+    )];
+    let (events, _) = tx.apply_and_claim(changes, None).await.unwrap();
+    store.maintain().await.unwrap();
+    assert_eq!(
+        step_named(&store, run_id, "a").await.status,
+        StepStatus::Completed
+    );
+    let log = store.list_events(0, Some(run_id), 100).await.unwrap();
+    assert_eq!(log.last().map(|e| e.seq), events.last().map(|e| e.seq));
+}
+
 /// A later outcome of a batch may update a step an earlier outcome created (a failure that
 /// cancels the successor another branch just made ready): the step is created, then updated.
 async fn a_batch_may_cancel_a_step_it_creates(store: Arc<dyn Store>) {
