@@ -40,6 +40,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Write-ahead-log pages after which a commit checkpoints by itself (SQLite's default is 1,000;
 /// [`Store::maintain`] normally checkpoints long before).
 const WAL_BACKSTOP_PAGES: u32 = 16_384;
+/// Log pages past which [`Store::maintain`] holds writers back for the end of its checkpoint, so
+/// that the log starts over.
+const WAL_RESTART_PAGES: i64 = 4_096;
+/// Bytes the log file is cut back to when it starts over.
+const WAL_FILE_LIMIT: u64 = 16 << 20;
 
 macro_rules! definition_columns {
     () => {
@@ -86,7 +91,8 @@ impl SqliteStore {
             // Checkpoints run in `maintain`, on a reading connection: a commit that has to
             // checkpoint (copy the log back and sync the file) stalls every writer behind it.
             // This is only the backstop if `maintain` does not run or falls behind.
-            .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES.to_string());
+            .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES.to_string())
+            .pragma("journal_size_limit", WAL_FILE_LIMIT.to_string());
         let in_memory = is_in_memory(url);
         if !in_memory
             && let Some(dir) = options.get_filename().parent()
@@ -791,10 +797,21 @@ impl Store for SqliteStore {
 
     async fn maintain(&self) -> Result<(), StoreError> {
         // PASSIVE: copies what it can without waiting for anyone (writers go on appending).
-        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+        let checkpoint = || async {
+            sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(StoreError::from_sqlx)
+        };
+        let (_, log, copied) = checkpoint().await?;
+        // Commits went on meanwhile: the log is never found all copied, so a write never
+        // starts it over and it grows to the backstop. Once it is long, copy the rest while
+        // this process's writers wait their turn (the few milliseconds written since): the next
+        // write starts the log over.
+        if log > WAL_RESTART_PAGES && copied < log {
+            let _turn = self.write_turn().await;
+            checkpoint().await?;
+        }
         Ok(())
     }
 }

@@ -1011,10 +1011,7 @@ async fn stream_events_by_scope_and_bounds(store: Arc<dyn Store>) {
     );
 }
 
-/// Two runs' transitions in one transaction: each run's changes in turn (a later one may update
-/// a row an earlier one created), one claim for the steps made ready, every event in order.
-/// `maintain` (SQLite: a checkpoint of the write-ahead log) loses nothing and can run while
-/// a transition is open.
+/// `maintain` (SQLite: a checkpoint of the write-ahead log) between transitions loses nothing.
 async fn housekeeping_keeps_everything(store: Arc<dyn Store>) {
     let (run_id, claimed) = claimed_run(&store, &["a"], "w1").await;
     store.maintain().await.unwrap();
@@ -1121,6 +1118,8 @@ async fn a_batch_may_cancel_a_step_it_creates(store: Arc<dyn Store>) {
     );
 }
 
+/// Two runs' transitions in one transaction: each run's changes in turn (a later one may update
+/// a row an earlier one created), one claim for the steps made ready, every event in order.
 async fn batches_write_several_runs_at_once(store: Arc<dyn Store>) {
     let (first, a) = claimed_run(&store, &["a"], "w1").await;
     let (second, b) = claimed_run(&store, &["b"], "w1").await;
