@@ -796,24 +796,29 @@ impl Store for SqliteStore {
     }
 
     async fn maintain(&self) -> Result<(), StoreError> {
-        // PASSIVE: copies what it can without waiting for anyone (writers go on appending).
-        let checkpoint = || async {
-            sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(StoreError::from_sqlx)
-        };
-        let (_, log, copied) = checkpoint().await?;
-        // Commits went on meanwhile: the log is never found all copied, so a write never
-        // starts it over and it grows to the backstop. Once it is long, copy the rest while
-        // this process's writers wait their turn (the few milliseconds written since): the next
-        // write starts the log over.
+        let (_, log, copied) = passive_checkpoint(&self.pool).await?;
+        // Not all copied (commits went on meanwhile, or a reader held an old snapshot): under
+        // steady writes the log is never found all copied, so no write starts it over and it
+        // grows to the backstop. Once it is long, copy the rest (and sync) while this process's
+        // writers wait their turn, on the writer's own connection (idle under the turn): then
+        // the next write usually starts the log over.
         if log > WAL_RESTART_PAGES && copied < log {
             let _turn = self.write_turn().await;
-            checkpoint().await?;
+            passive_checkpoint(&self.writes).await?;
         }
         Ok(())
     }
+}
+
+/// `PRAGMA wal_checkpoint(PASSIVE)` on a connection of `pool`: copies what it can of the
+/// write-ahead log without waiting for anyone (writers go on appending; it stops at the oldest
+/// snapshot a reader still holds). Returns (busy, pages in the log, pages copied): -1s when the
+/// database has no log (in memory) or another checkpoint is running.
+async fn passive_checkpoint(pool: &SqlitePool) -> Result<(i64, i64, i64), StoreError> {
+    sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
+        .await
+        .map_err(StoreError::from_sqlx)
 }
 
 #[cfg(test)]
