@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 use weft_domain::{DefinitionSpec, Issue};
 use weft_store::{
-    AttemptRecord, DefinitionRecord, NewRun, NewStep, Page, RunQuery, RunRecord, SignalRecord,
-    StepRecord, Store, StoreError,
+    AttemptRecord, DefinitionRecord, NewRun, Page, RunQuery, RunRecord, SignalRecord, StepRecord,
+    Store, StoreError,
 };
 
 use crate::executor::plan::{self, RunView, event};
@@ -147,7 +147,8 @@ impl Runs {
         // A capped definition's runs are held (PENDING) until the executor admits them; their
         // deadline counts from the admission.
         let held = spec.max_concurrent_runs.is_some();
-        let mut run = NewRun {
+        let (deadline_at, initial_steps) = plan::beginning(&spec, &entry_id, held, now);
+        let run = NewRun {
             id,
             definition_id: definition.id,
             definition_name: definition.name.clone(),
@@ -156,11 +157,8 @@ impl Runs {
             idempotency_key: request.idempotency_key,
             parent: None,
             depth: 0,
-            deadline_at: spec
-                .timeout_seconds
-                .filter(|_| !held)
-                .map(|s| crate::executor::plan::after_seconds(now, s as f64)),
-            initial_steps: Vec::new(),
+            deadline_at,
+            initial_steps,
         };
         let mut events = vec![event(
             id,
@@ -170,11 +168,6 @@ impl Runs {
             "definitionName": definition.name, "definitionVersion": definition.version}),
         )];
         if !held {
-            run.initial_steps.push(NewStep {
-                id: Uuid::now_v7(),
-                step_id: entry_id.clone(),
-                due_at: now,
-            });
             events.push(event(id, None, "run.started", json!({})));
             events.push(event(id, Some(&entry_id), "step.ready", json!({})));
         }

@@ -565,6 +565,27 @@ pub fn cancelled(step: &StepRecord) -> StepUpdate {
     }
 }
 
+/// How a run of `spec` whose entry step is `entry` begins at `now`: held (for its definition's
+/// `maxConcurrentRuns`: no step and no deadline yet, both come at its admission) or started (its
+/// entry step due now, its deadline from now). Returns the deadline and the initial steps.
+pub fn beginning(
+    spec: &DefinitionSpec,
+    entry: &str,
+    held: bool,
+    now: DateTime<Utc>,
+) -> (Option<DateTime<Utc>>, Vec<NewStep>) {
+    if held {
+        return (None, Vec::new());
+    }
+    let deadline = spec.timeout_seconds.map(|s| after_seconds(now, s as f64));
+    let step = NewStep {
+        id: Uuid::now_v7(),
+        step_id: entry.to_owned(),
+        due_at: now,
+    };
+    (deadline, vec![step])
+}
+
 /// Longest delay the engine schedules (100 years): later instants are clamped to it.
 pub(crate) const MAX_DELAY_SECONDS: f64 = 3_153_600_000.0;
 
@@ -653,6 +674,21 @@ pub fn by_step_id(steps: &[StepRecord]) -> BTreeMap<&str, &StepRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_run_begins_with_no_step_and_no_deadline() {
+        let spec = spec(
+            json!({"name": "d", "timeoutSeconds": 60, "maxConcurrentRuns": 1,
+            "steps": [{"stepDefinitionId": "w", "type": "wait",
+                       "waitConfig": {"durationSeconds": {"type": "constant", "value": 0}}}]}),
+        );
+        let now = Utc::now();
+        assert_eq!(beginning(&spec, "w", true, now), (None, Vec::new()));
+        let (deadline, steps) = beginning(&spec, "w", false, now);
+        assert_eq!(deadline, Some(now + ChronoDuration::seconds(60)));
+        assert_eq!(steps.len(), 1);
+        assert_eq!((steps[0].step_id.as_str(), steps[0].due_at), ("w", now));
+    }
 
     #[test]
     fn delays_never_overflow() {

@@ -14,8 +14,8 @@ use weft_domain::expression::Expression;
 use weft_domain::{DefinitionSpec, StepDefinition, StepType};
 use weft_runtime::StepContext;
 use weft_store::{
-    ClaimedStep, LeaseGuard, NewRun, NewStep, ParentRef, RunOutputs, RunRecord, RunStatus,
-    StepPhase, StepRecord, StoreError,
+    ClaimedStep, LeaseGuard, NewRun, ParentRef, RunOutputs, RunRecord, RunStatus, StepPhase,
+    StepRecord, StoreError,
 };
 
 use super::plan::{self, Failure, Outcome};
@@ -624,6 +624,8 @@ async fn sub_workflow(
     // all be taken by those ancestors, each waiting for it.
     let held = child_spec.max_concurrent_runs.is_some()
         && !among_ancestors(executor, run, child_definition.id).await?;
+    let (deadline_at, initial_steps) =
+        plan::beginning(&child_spec, &entry.step_definition_id, held, now);
     let child = NewRun {
         id: child_id,
         definition_id: child_definition.id,
@@ -636,19 +638,8 @@ async fn sub_workflow(
             step_row_id: row.id,
         }),
         depth: run.depth + 1,
-        deadline_at: child_spec
-            .timeout_seconds
-            .filter(|_| !held)
-            .map(|s| plan::after_seconds(now, s as f64)),
-        initial_steps: if held {
-            Vec::new()
-        } else {
-            vec![NewStep {
-                id: Uuid::now_v7(),
-                step_id: entry.step_definition_id.clone(),
-                due_at: now,
-            }]
-        },
+        deadline_at,
+        initial_steps,
     };
     Ok(Outcome::Parked {
         wait: json!({"childRunId": child_id}),
