@@ -271,6 +271,14 @@ async fn bench(backend: Backend) {
     let gaps = bench.gaps(&ids).await;
     bench.run_all(&mut feed, "w2", 1).await;
     let (w2, _) = bench.run_all(&mut feed, "w2", 1).await;
+    // For a profiler: W1 again, as many times as `WEFT_BENCH_EXTRA_W1` says.
+    let extra: usize = std::env::var("WEFT_BENCH_EXTRA_W1")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    for _ in 0..extra {
+        bench.run_all(&mut feed, "w1", 100).await;
+    }
 
     println!(
         "{backend}: single 10-step run: {:.1} ms (step-to-step p50 {:.2} ms)",

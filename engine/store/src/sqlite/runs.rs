@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use sqlx::Either;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
 use uuid::Uuid;
@@ -27,7 +30,7 @@ use crate::records::{
 use crate::runs::{
     AttemptRecord, BatchRows, ClaimRequest, ClaimedStep, EventQuery, EventRecord, EventScope,
     NewEvent, NewRun, NewStep, ParentRef, RunChanges, RunOutputs, RunQuery, RunRecord,
-    RunTransaction, RunsTransaction, ScopedEvent, SignalRecord, StepPhase, StepRecord, StepUpdate,
+    RunTransaction, RunsTransaction, ScopedEvent, SignalRecord, StepPhase, StepRecord,
 };
 use crate::{Page, StoreError};
 
@@ -56,6 +59,194 @@ macro_rules! event_columns {
     () => {
         "seq, run_id, step_id, kind, data, created_at"
     };
+}
+
+// Reads of many rows build one JSON text in SQLite instead: it crosses from the connection's
+// thread as one value, where rows cross one message each, every column copied. Each row is an
+// array of its columns in the order of the `*_columns!` lists; a JSON column goes as a string
+// (so SQL NULL and a stored JSON `null` stay apart).
+
+macro_rules! run_json {
+    () => {
+        "json_array(id, definition_id, definition_name, definition_version, status, input, \
+         output, error, idempotency_key, parent_run_id, parent_step_row_id, depth, deadline_at, \
+         created_at, started_at, completed_at, updated_at)"
+    };
+}
+
+macro_rules! step_json {
+    () => {
+        "json_array(id, run_id, step_id, status, phase, attempt, input, output, error, runner, \
+         lease_owner, due_at, wait, created_at, started_at, completed_at, updated_at)"
+    };
+}
+
+type Time = DateTime<Utc>;
+
+/// A run row as [`run_json!`] builds it.
+#[derive(Deserialize)]
+struct RunJson(
+    Uuid,
+    Uuid,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<Uuid>,
+    Option<Uuid>,
+    i64,
+    Option<Time>,
+    Time,
+    Option<Time>,
+    Option<Time>,
+    Time,
+);
+
+/// A step row as [`step_json!`] builds it.
+#[derive(Deserialize)]
+struct StepJson(
+    Uuid,
+    Uuid,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<Time>,
+    Option<String>,
+    Time,
+    Option<Time>,
+    Option<Time>,
+    Time,
+);
+
+fn decode_error_text(message: &str) -> StoreError {
+    StoreError::Database(sqlx::Error::Decode(message.into()))
+}
+
+fn json_decode_error(e: serde_json::Error) -> StoreError {
+    StoreError::Database(sqlx::Error::Decode(Box::new(e)))
+}
+
+/// A JSON column's text.
+fn json_column(text: Option<String>) -> Result<Option<Value>, StoreError> {
+    text.map(|t| serde_json::from_str(&t).map_err(json_decode_error))
+        .transpose()
+}
+
+impl RunJson {
+    fn record(self) -> Result<RunRecord, StoreError> {
+        let RunJson(
+            id,
+            definition_id,
+            definition_name,
+            definition_version,
+            status,
+            input,
+            output,
+            error,
+            idempotency_key,
+            parent_run_id,
+            parent_step_row_id,
+            depth,
+            deadline_at,
+            created_at,
+            started_at,
+            completed_at,
+            updated_at,
+        ) = self;
+        Ok(RunRecord {
+            id,
+            definition_id,
+            definition_name,
+            definition_version,
+            status: decode_status(&status)?,
+            input: serde_json::from_str(&input).map_err(json_decode_error)?,
+            output: json_column(output)?,
+            error: json_column(error)?,
+            idempotency_key,
+            parent: parent_run_id
+                .zip(parent_step_row_id)
+                .map(|(run_id, step_row_id)| ParentRef {
+                    run_id,
+                    step_row_id,
+                }),
+            depth: decode_count(depth)?,
+            deadline_at,
+            created_at,
+            started_at,
+            completed_at,
+            updated_at,
+        })
+    }
+}
+
+impl StepJson {
+    fn record(self) -> Result<StepRecord, StoreError> {
+        let StepJson(
+            id,
+            run_id,
+            step_id,
+            status,
+            phase,
+            attempt,
+            input,
+            output,
+            error,
+            runner,
+            lease_owner,
+            due_at,
+            wait,
+            created_at,
+            started_at,
+            completed_at,
+            updated_at,
+        ) = self;
+        Ok(StepRecord {
+            id,
+            run_id,
+            step_id,
+            status: decode_status(&status)?,
+            phase: decode_phase(&phase)?,
+            attempt: decode_count(attempt)?,
+            input: json_column(input)?,
+            output: json_column(output)?,
+            error: json_column(error)?,
+            runner,
+            lease_owner,
+            due_at,
+            wait: json_column(wait)?,
+            created_at,
+            started_at,
+            completed_at,
+            updated_at,
+        })
+    }
+}
+
+/// The rows of a `json_group_array` of [`run_json!`] arrays.
+fn runs_from_json(text: &str) -> Result<Vec<RunRecord>, StoreError> {
+    serde_json::from_str::<Vec<RunJson>>(text)
+        .map_err(json_decode_error)?
+        .into_iter()
+        .map(RunJson::record)
+        .collect()
+}
+
+/// The rows of a `json_group_array` of [`step_json!`] arrays.
+fn steps_from_json(text: &str) -> Result<Vec<StepRecord>, StoreError> {
+    serde_json::from_str::<Vec<StepJson>>(text)
+        .map_err(json_decode_error)?
+        .into_iter()
+        .map(StepJson::record)
+        .collect()
 }
 
 fn uuid(row: &SqliteRow, column: &str) -> Result<Uuid, StoreError> {
@@ -256,6 +447,49 @@ async fn insert_steps(
     }
 }
 
+/// New steps as the JSON array [`BATCH_SQL`] and [`insert_steps_of_runs`] read.
+fn new_steps_json(steps: &[(Uuid, &NewStep)]) -> Result<String, StoreError> {
+    let rows: Vec<(Uuid, Uuid, &str, String)> = steps
+        .iter()
+        .map(|(run_id, s)| (s.id, *run_id, s.step_id.as_str(), encode_time(&s.due_at)))
+        .collect();
+    to_json(&rows)
+}
+
+/// Events as the JSON array of `[run, step, kind, data]` the event inserts read.
+fn events_json(events: &[NewEvent]) -> Result<String, StoreError> {
+    let rows: Vec<(Uuid, Option<&str>, &str, &Value)> = events
+        .iter()
+        .map(|e| (e.run_id, e.step_id.as_deref(), e.kind.as_str(), &e.data))
+        .collect();
+    to_json(&rows)
+}
+
+/// New steps of several runs, one statement.
+async fn insert_steps_of_runs(
+    conn: &mut SqliteConnection,
+    steps: &[(Uuid, &NewStep)],
+    at: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO step_runs \
+         (id, run_id, step_id, status, phase, attempt, due_at, created_at, updated_at) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, 'PENDING', 'queued', 0, value ->> 3, ?, ? \
+         FROM json_each(?) ORDER BY key",
+    )
+    .bind(at)
+    .bind(at)
+    .bind(new_steps_json(steps)?)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| {
+        StoreError::from_sqlx_unique(e, |_| {
+            "a step of the batch already exists in its run".to_owned()
+        })
+    })?;
+    Ok(())
+}
+
 async fn insert_step(
     conn: &mut SqliteConnection,
     run_id: Uuid,
@@ -287,28 +521,29 @@ async fn insert_events(
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    // One statement: the events as one JSON array of [run, step, kind, data], inserted in its
-    // order (one writer: their sequence numbers ascend in that order).
-    let rows = Value::Array(
-        events
-            .iter()
-            .map(|e| json!([e.run_id.hyphenated().to_string(), e.step_id, e.kind, e.data]))
-            .collect(),
-    );
-    let mut seqs: Vec<i64> = sqlx::query_scalar(
+    // One statement: the events as one JSON array, inserted in its order.
+    let done = sqlx::query(
         "INSERT INTO events (run_id, step_id, kind, data, created_at) \
          SELECT value ->> 0, value ->> 1, value ->> 2, value -> 3, ? \
-         FROM json_each(?) ORDER BY key RETURNING seq",
+         FROM json_each(?) ORDER BY key",
     )
     .bind(encode_time(&at))
-    .bind(rows.to_string())
-    .fetch_all(&mut *conn)
+    .bind(events_json(&events)?)
+    .execute(&mut *conn)
     .await
     .map_err(StoreError::from_sqlx)?;
-    seqs.sort_unstable();
+    // One statement of the one writer: its rows took the sequence numbers that end at the
+    // last one it inserted, one after the other (AUTOINCREMENT: max + 1 for each row).
+    let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+    if i64::try_from(done.rows_affected()).ok() != Some(count) {
+        return Err(decode_error_text(
+            "the event insert wrote another number of rows",
+        ));
+    }
+    let first = done.last_insert_rowid() - count + 1;
     Ok(events
         .into_iter()
-        .zip(seqs)
+        .zip(first..)
         .map(|(new, seq)| EventRecord {
             seq,
             run_id: new.run_id,
@@ -353,226 +588,501 @@ async fn insert_new_run(
 async fn apply_changes(
     conn: &mut SqliteConnection,
     run_id: Uuid,
-    mut changes: RunChanges,
+    changes: RunChanges,
 ) -> Result<Vec<EventRecord>, StoreError> {
-    let at = now();
-    write_changes(&mut *conn, run_id, &mut changes, at, false).await?;
-    finish_changes(conn, changes.events, None, at)
+    apply_many(conn, vec![(run_id, changes)], None)
         .await
         .map(|(events, _)| events)
 }
 
-/// Several runs' changes ([`crate::RunsTransaction::apply_and_claim`]): the new steps, step
-/// updates and attempts of all of them with one statement each (new steps first: a later
-/// outcome of the batch may update a row an earlier one created), the rest of each in turn,
-/// then one claim, then all their events in order. A batch that updates one row twice is
-/// written change by change instead.
+/// One or several runs' changes ([`crate::RunsTransaction::apply_and_claim`]), then the claim,
+/// then all their events in order. Child runs first (each with its own statements: rare); then
+/// everything else of the batch, the claim and every event as one multi-statement query
+/// ([`BATCH_SQL`]): one hand-over to the connection's thread, where a statement per kind and
+/// per run cost one each. A batch that updates one row twice is written change by change
+/// instead.
 async fn apply_many(
     conn: &mut SqliteConnection,
     mut changes: Vec<(Uuid, RunChanges)>,
     claim: Option<&ClaimRequest>,
 ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
     let at = now();
-    let at_text = encode_time(&at);
-    // One run's changes: the row-by-row statements cost no more than the batch's.
-    let rows = BatchRows::of(&changes, 2);
-    let merge = rows.is_some();
-    if let Some(rows) = rows {
-        insert_steps_of_runs(&mut *conn, &rows.new_steps, &at_text).await?;
-        update_steps(&mut *conn, &rows, &at_text).await?;
-        insert_attempts(&mut *conn, &rows.attempts).await?;
-    }
-    let mut events = Vec::new();
-    for (run_id, changes) in &mut changes {
-        write_changes(&mut *conn, *run_id, changes, at, merge).await?;
-        events.append(&mut changes.events);
-    }
-    finish_changes(conn, events, claim, at).await
-}
-
-/// New steps of several runs, one statement.
-async fn insert_steps_of_runs(
-    conn: &mut SqliteConnection,
-    steps: &[(Uuid, &NewStep)],
-    at: &str,
-) -> Result<(), StoreError> {
-    if steps.is_empty() {
-        return Ok(());
-    }
-    let rows = Value::Array(
-        steps
-            .iter()
-            .map(|(run_id, s)| {
-                json!([
-                    s.id.hyphenated().to_string(),
-                    run_id.hyphenated().to_string(),
-                    s.step_id,
-                    encode_time(&s.due_at)
-                ])
-            })
-            .collect(),
-    );
-    sqlx::query(
-        "INSERT INTO step_runs \
-         (id, run_id, step_id, status, phase, attempt, due_at, created_at, updated_at) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, 'PENDING', 'queued', 0, value ->> 3, ?, ? \
-         FROM json_each(?) ORDER BY key",
-    )
-    .bind(at)
-    .bind(at)
-    .bind(rows.to_string())
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| {
-        StoreError::from_sqlx_unique(e, |_| {
-            "a step of the batch already exists in its run".to_owned()
-        })
-    })?;
-    Ok(())
-}
-
-/// Set the fields of `row` that have a value (an absent key reads as SQL NULL through `->`).
-fn with_fields<const N: usize>(row: &mut Value, fields: [(&str, Option<Value>); N]) {
-    for (key, value) in fields {
-        if let Some(value) = value {
-            row[key] = value;
+    for (_, changes) in &mut changes {
+        for new in std::mem::take(&mut changes.new_runs) {
+            let key = new.idempotency_key.clone();
+            let (_, created) = insert_new_run(&mut *conn, new, at).await?;
+            if !created {
+                return Err(idempotency_conflict(key.as_deref().unwrap_or_default()));
+            }
         }
     }
+    let events: Vec<NewEvent> = changes
+        .iter_mut()
+        .flat_map(|(_, c)| std::mem::take(&mut c.events))
+        .collect();
+    let Some(rows) = BatchRows::of(&changes, 1) else {
+        for (run_id, changes) in &mut changes {
+            write_changes(&mut *conn, *run_id, changes, at).await?;
+        }
+        return finish_changes(conn, events, claim, at).await;
+    };
+    let batch = BatchParams::of(&rows, &changes)?;
+    let (first_seq, started, claimed) =
+        write_batch(conn, &rows, &batch, &events, claim, at).await?;
+    let recorded = events
+        .into_iter()
+        .zip(first_seq..)
+        .chain(started)
+        .map(|(new, seq)| event_record(new, seq, at))
+        .collect();
+    Ok((recorded, claimed))
 }
 
-/// Step updates (each row at most once), one statement; each guarded one applies only if its
-/// row still runs under that lease, as in [`RunTransaction::apply`].
-async fn update_steps(
-    conn: &mut SqliteConnection,
-    batch: &BatchRows<'_>,
-    at: &str,
-) -> Result<(), StoreError> {
-    let updates = &batch.step_updates;
-    if updates.is_empty() {
-        return Ok(());
+fn event_record(new: NewEvent, seq: i64, at: DateTime<Utc>) -> EventRecord {
+    EventRecord {
+        seq,
+        run_id: new.run_id,
+        step_id: new.step_id,
+        kind: new.kind,
+        data: new.data,
+        created_at: at,
     }
-    let rows = Value::Array(
-        updates
-            .iter()
-            .map(|u| {
-                let mut row = json!({
-                    "id": u.id.hyphenated().to_string(),
-                    "status": u.status.as_str(),
-                    "phase": u.phase.as_str(),
-                    "keep": u.phase == StepPhase::Executing,
-                    "done": u.status.is_terminal(),
-                });
-                with_fields(
-                    &mut row,
-                    [
-                        ("input", u.input.clone()),
-                        ("output", u.output.clone()),
-                        ("error", u.error.clone()),
-                        ("runner", u.runner.clone().map(Value::String)),
-                        (
-                            "due",
-                            u.due_at.as_ref().map(|d| Value::String(encode_time(d))),
-                        ),
-                        ("wait", u.wait.clone()),
-                        ("reset", u.reset_attempt.map(Value::from)),
-                        (
-                            "owner",
-                            u.guard.as_ref().map(|g| Value::String(g.owner.clone())),
-                        ),
-                        ("attempt", u.guard.as_ref().map(|g| Value::from(g.attempt))),
-                    ],
-                );
-                row
-            })
-            .collect(),
-    );
-    let applied: Vec<Hyphenated> = sqlx::query_scalar(
-        "UPDATE step_runs SET status = u.value ->> 'status', phase = u.value ->> 'phase', \
-         input = COALESCE(u.value -> 'input', input), \
-         output = COALESCE(u.value -> 'output', output), \
-         error = COALESCE(u.value -> 'error', error), \
-         runner = COALESCE(u.value ->> 'runner', runner), due_at = u.value ->> 'due', \
-         wait = u.value -> 'wait', attempt = COALESCE(u.value ->> 'reset', attempt), \
-         lease_owner = CASE WHEN u.value ->> 'keep' THEN lease_owner END, \
-         completed_at = CASE WHEN u.value ->> 'done' THEN ? END, updated_at = ? \
-         FROM json_each(?) AS u \
-         WHERE step_runs.id = u.value ->> 'id' AND (u.value ->> 'owner' IS NULL \
-         OR (step_runs.phase = 'executing' AND step_runs.lease_owner = u.value ->> 'owner' \
-         AND step_runs.attempt = u.value ->> 'attempt')) \
-         RETURNING step_runs.id",
-    )
-    .bind(at)
-    .bind(at)
-    .bind(rows.to_string())
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(StoreError::from_sqlx)?;
-    batch.check_applied(applied.into_iter().map(Hyphenated::into_uuid))
+}
+/// The statements of a batch ([`write_batch`]), in order; each reads its rows from a JSON array
+/// (`json_each`; an empty one costs next to nothing): new steps, step updates (returning the
+/// ids written; each guarded one applies only if its row still runs under that lease, as in
+/// [`RunTransaction::apply`]), attempts, run updates, steps woken (parked steps of other
+/// runs), signals consumed, steps parked for a signal (due at once if one is pending), events,
+/// the claim's `step.started` events, and the claim (returning the claimed rows; limit 0: no
+/// claim). SET expressions see the row as it was: `claimed_from = phase` keeps the old phase.
+///
+/// Parameters are plain `?`, bound in the order they appear across all the statements (sqlx
+/// numbers `?NNN` within one statement only: a statement that skips a number would take the
+/// next statement's values). Several statements in one prepared query is SQLite's alone among
+/// sqlx's drivers, and sqlx calls it deprecated (launchbadge/sqlx#3108) while keeping it; the
+/// store tests run every transition through it.
+const BATCH_SQL: &str = concat!(
+    // 0: new steps
+    "INSERT INTO step_runs ",
+    "(id, run_id, step_id, status, phase, attempt, due_at, created_at, updated_at) ",
+    "SELECT value ->> 0, value ->> 1, value ->> 2, 'PENDING', 'queued', 0, value ->> 3, ?, ? ",
+    "FROM json_each(?) ORDER BY key; ",
+    // 1: step updates (returns the ids written)
+    "UPDATE step_runs SET status = u.value ->> 'status', phase = u.value ->> 'phase', ",
+    "input = COALESCE(u.value -> 'input', input), ",
+    "output = COALESCE(u.value -> 'output', output), ",
+    "error = COALESCE(u.value -> 'error', error), ",
+    "runner = COALESCE(u.value ->> 'runner', runner), due_at = u.value ->> 'due', ",
+    "wait = u.value -> 'wait', attempt = COALESCE(u.value ->> 'reset', attempt), ",
+    "lease_owner = CASE WHEN u.value ->> 'keep' THEN lease_owner END, ",
+    "completed_at = CASE WHEN u.value ->> 'done' THEN ? END, updated_at = ? ",
+    "FROM json_each(?) AS u ",
+    "WHERE step_runs.id = u.value ->> 'id' AND (u.value ->> 'owner' IS NULL ",
+    "OR (step_runs.phase = 'executing' AND step_runs.lease_owner = u.value ->> 'owner' ",
+    "AND step_runs.attempt = u.value ->> 'attempt')) ",
+    "RETURNING step_runs.id; ",
+    // 2: attempts
+    "INSERT INTO step_attempts (step_row_id, run_id, attempt, status, input, output, ",
+    "error, runner, lease_owner, started_at, completed_at) ",
+    "SELECT s.id, s.run_id, u.value ->> 'attempt', u.value ->> 'status', ",
+    "u.value -> 'input', u.value -> 'output', u.value -> 'error', u.value ->> 'runner', ",
+    "u.value ->> 'owner', u.value ->> 'started', u.value ->> 'completed' ",
+    "FROM json_each(?) AS u JOIN step_runs s ON s.id = u.value ->> 'step' ORDER BY u.key; ",
+    // 3: run updates
+    "UPDATE workflow_runs SET status = u.value ->> 'status', output = u.value -> 'output', ",
+    "error = u.value -> 'error', completed_at = CASE WHEN u.value ->> 'done' THEN ? END, ",
+    "updated_at = ? FROM json_each(?) AS u WHERE workflow_runs.id = u.value ->> 'id'; ",
+    // 4: wake-ups
+    "UPDATE step_runs SET due_at = ?, updated_at = ? ",
+    "WHERE id IN (SELECT value FROM json_each(?)) AND phase = 'waiting'; ",
+    // 5: signals consumed
+    "UPDATE run_signals SET consumed_at = ? ",
+    "WHERE id IN (SELECT value FROM json_each(?)) AND consumed_at IS NULL; ",
+    // 6: parked for a signal that is already pending: due now
+    "UPDATE step_runs SET due_at = ?, updated_at = ? FROM json_each(?) AS w ",
+    "WHERE step_runs.id = w.value ->> 0 AND phase = 'waiting' ",
+    "AND (due_at IS NULL OR due_at > ?) ",
+    "AND EXISTS (SELECT 1 FROM run_signals g WHERE g.run_id = step_runs.run_id ",
+    "AND g.name = w.value ->> 1 AND g.consumed_at IS NULL); ",
+    // 7: events
+    "INSERT INTO events (run_id, step_id, kind, data, created_at) ",
+    "SELECT value ->> 0, value ->> 1, value ->> 2, value -> 3, ? ",
+    "FROM json_each(?) ORDER BY key; ",
+    // 8: the claim's `step.started` events (as `started_events` makes them: one per new
+    // attempt, by step id), of the rows the claim takes next (the same subquery, nothing
+    // written between)
+    "INSERT INTO events (run_id, step_id, kind, data, created_at) ",
+    "SELECT run_id, step_id, 'step.started', json_object('attempt', attempt + 1, 'replica', ?), ? ",
+    "FROM (SELECT id, run_id, step_id, attempt, phase FROM step_runs ",
+    "WHERE phase <> 'done' AND due_at <= ? ORDER BY due_at, id LIMIT ? + 0) ",
+    "WHERE phase <> 'waiting' ORDER BY id; ",
+    // 9: the claim (returns the claimed rows)
+    "UPDATE step_runs SET phase = 'executing', status = 'RUNNING', lease_owner = ?, ",
+    "due_at = ?, started_at = COALESCE(started_at, ?), ",
+    "attempt = CASE WHEN phase = 'waiting' THEN attempt ELSE attempt + 1 END, ",
+    "claimed_from = phase, updated_at = ? ",
+    "WHERE id IN (SELECT id FROM step_runs WHERE phase <> 'done' AND due_at <= ? ",
+    "ORDER BY due_at, id LIMIT ? + 0) RETURNING ",
+    step_json!(),
+    ", claimed_from"
+);
+
+/// The statements of [`BATCH_SQL`] whose results or errors [`write_batch`] tells apart.
+const BATCH_NEW_STEPS: usize = 0;
+const BATCH_UPDATES: usize = 1;
+const BATCH_ATTEMPTS: usize = 2;
+const BATCH_EVENTS: usize = 7;
+const BATCH_STARTED: usize = 8;
+const BATCH_CLAIM: usize = 9;
+
+/// The JSON arrays [`BATCH_SQL`] reads, but the events.
+struct BatchParams {
+    new_steps: String,
+    step_updates: String,
+    attempts: String,
+    runs: String,
+    wake: String,
+    consume: String,
+    signal_waits: String,
 }
 
-/// Attempts of several steps, one statement (`NotFound` if a step row does not exist,
-/// `Conflict` if an attempt is already recorded).
-async fn insert_attempts(
-    conn: &mut SqliteConnection,
-    attempts: &[&AttemptRecord],
-) -> Result<(), StoreError> {
-    if attempts.is_empty() {
-        return Ok(());
-    }
-    let rows = Value::Array(
-        attempts
+/// A step update as [`BATCH_SQL`] reads it (an absent key reads as SQL NULL through `->`).
+#[derive(Serialize)]
+struct StepUpdateJson<'a> {
+    id: Uuid,
+    status: &'static str,
+    phase: &'static str,
+    keep: bool,
+    done: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runner: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    due: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wait: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reset: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt: Option<u32>,
+}
+
+/// An attempt as [`BATCH_SQL`] reads it.
+#[derive(Serialize)]
+struct AttemptJson<'a> {
+    step: Uuid,
+    attempt: u32,
+    status: &'static str,
+    started: String,
+    completed: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runner: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<&'a str>,
+}
+
+/// A run update as [`BATCH_SQL`] reads it.
+#[derive(Serialize)]
+struct RunUpdateJson<'a> {
+    id: Uuid,
+    status: &'static str,
+    done: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a Value>,
+}
+
+/// `value` as JSON text (the parameters' types always serialize).
+fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))
+}
+
+impl BatchParams {
+    fn of(rows: &BatchRows<'_>, changes: &[(Uuid, RunChanges)]) -> Result<Self, StoreError> {
+        let step_updates: Vec<StepUpdateJson<'_>> = rows
+            .step_updates
             .iter()
-            .map(|a| {
-                let mut row = json!({
-                    "step": a.step_row_id.hyphenated().to_string(),
-                    "attempt": a.attempt,
-                    "status": a.status.as_str(),
-                    "started": encode_time(&a.started_at),
-                    "completed": encode_time(&a.completed_at),
-                });
-                with_fields(
-                    &mut row,
-                    [
-                        ("input", a.input.clone()),
-                        ("output", a.output.clone()),
-                        ("error", a.error.clone()),
-                        ("runner", a.runner.clone().map(Value::String)),
-                        ("owner", a.lease_owner.clone().map(Value::String)),
-                    ],
-                );
-                row
+            .map(|u| StepUpdateJson {
+                id: u.id,
+                status: u.status.as_str(),
+                phase: u.phase.as_str(),
+                keep: u.phase == StepPhase::Executing,
+                done: u.status.is_terminal(),
+                input: u.input.as_ref(),
+                output: u.output.as_ref(),
+                error: u.error.as_ref(),
+                runner: u.runner.as_deref(),
+                due: u.due_at.as_ref().map(encode_time),
+                wait: u.wait.as_ref(),
+                reset: u.reset_attempt,
+                owner: u.guard.as_ref().map(|g| g.owner.as_str()),
+                attempt: u.guard.as_ref().map(|g| g.attempt),
             })
-            .collect(),
-    );
+            .collect();
+        let attempts: Vec<AttemptJson<'_>> = rows
+            .attempts
+            .iter()
+            .map(|a| AttemptJson {
+                step: a.step_row_id,
+                attempt: a.attempt,
+                status: a.status.as_str(),
+                started: encode_time(&a.started_at),
+                completed: encode_time(&a.completed_at),
+                input: a.input.as_ref(),
+                output: a.output.as_ref(),
+                error: a.error.as_ref(),
+                runner: a.runner.as_deref(),
+                owner: a.lease_owner.as_deref(),
+            })
+            .collect();
+        let runs: Vec<RunUpdateJson<'_>> = changes
+            .iter()
+            .filter_map(|(run_id, c)| {
+                let update = c.run.as_ref()?;
+                Some(RunUpdateJson {
+                    id: *run_id,
+                    status: update.status.as_str(),
+                    done: update.status.is_terminal(),
+                    output: update.output.as_ref(),
+                    error: update.error.as_ref(),
+                })
+            })
+            .collect();
+        let wake: Vec<Uuid> = changes
+            .iter()
+            .flat_map(|(_, c)| c.wake.iter().copied())
+            .collect();
+        let consume: Vec<Uuid> = changes
+            .iter()
+            .flat_map(|(_, c)| c.consume_signals.iter().copied())
+            .collect();
+        let signal_waits: Vec<(Uuid, &str)> =
+            changes.iter().flat_map(|(_, c)| c.signal_waits()).collect();
+        Ok(BatchParams {
+            new_steps: new_steps_json(&rows.new_steps)?,
+            step_updates: to_json(&step_updates)?,
+            attempts: to_json(&attempts)?,
+            runs: to_json(&runs)?,
+            wake: to_json(&wake)?,
+            consume: to_json(&consume)?,
+            signal_waits: to_json(&signal_waits)?,
+        })
+    }
+}
+
+/// [`BATCH_SQL`] with the batch's rows, its events and the claim: the sequence number of the
+/// first event (the others follow it one by one: one statement of the one writer, each row
+/// max + 1 under AUTOINCREMENT), the claim's `step.started` events with their sequence
+/// numbers, and the claimed steps (by step id: UUID v7, creation order, the order they became
+/// ready in the common case).
+async fn write_batch(
+    conn: &mut SqliteConnection,
+    rows: &BatchRows<'_>,
+    batch: &BatchParams,
+    events: &[NewEvent],
+    claim: Option<&ClaimRequest>,
+    at: DateTime<Utc>,
+) -> Result<(i64, Vec<(NewEvent, i64)>, Vec<ClaimedStep>), StoreError> {
+    let at_text = encode_time(&at);
+    let events_json = events_json(events)?;
+    let (owner, until, limit) = match claim {
+        Some(claim) => (
+            claim.owner.as_str(),
+            encode_time(&lease_until(at, claim.lease)?),
+            i64::from(claim.limit),
+        ),
+        None => ("", at_text.clone(), 0),
+    };
+    let at = at_text.as_str();
+    let query = sqlx::query(BATCH_SQL)
+        // new steps
+        .bind(at)
+        .bind(at)
+        .bind(&batch.new_steps)
+        // step updates
+        .bind(at)
+        .bind(at)
+        .bind(&batch.step_updates)
+        // attempts
+        .bind(&batch.attempts)
+        // run updates
+        .bind(at)
+        .bind(at)
+        .bind(&batch.runs)
+        // wake-ups
+        .bind(at)
+        .bind(at)
+        .bind(&batch.wake)
+        // signals consumed
+        .bind(at)
+        .bind(&batch.consume)
+        // parked for a pending signal
+        .bind(at)
+        .bind(at)
+        .bind(&batch.signal_waits)
+        .bind(at)
+        // events
+        .bind(at)
+        .bind(&events_json)
+        // the claim's events
+        .bind(owner)
+        .bind(at)
+        .bind(at)
+        .bind(limit)
+        // the claim
+        .bind(owner)
+        .bind(&until)
+        .bind(at)
+        .bind(at)
+        .bind(at)
+        .bind(limit);
+    let mut results = sqlx::Executor::fetch_many(&mut *conn, query);
+    let mut statement = 0;
+    let mut applied: Vec<Uuid> = Vec::new();
+    let mut attempts_written = 0;
+    let mut last_event = 0;
+    let (mut last_started, mut started_count) = (0, 0);
+    let mut claimed: Vec<ClaimedStep> = Vec::new();
+    let mut failure = None;
+    while let Some(result) = results.next().await {
+        match result {
+            Ok(Either::Left(done)) => {
+                match statement {
+                    BATCH_ATTEMPTS => attempts_written = done.rows_affected(),
+                    BATCH_EVENTS => last_event = done.last_insert_rowid(),
+                    BATCH_STARTED => {
+                        last_started = done.last_insert_rowid();
+                        started_count = done.rows_affected();
+                    }
+                    _ => {}
+                }
+                statement += 1;
+            }
+            Ok(Either::Right(row)) => match statement {
+                BATCH_UPDATES => applied.push(row.try_get::<Hyphenated, _>(0)?.into_uuid()),
+                BATCH_CLAIM => {
+                    let step: StepJson =
+                        serde_json::from_str(row.try_get(0)?).map_err(json_decode_error)?;
+                    claimed.push(ClaimedStep {
+                        step: step.record()?,
+                        claimed_from: decode_phase(row.try_get(1)?)?,
+                    });
+                }
+                _ => {}
+            },
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    drop(results);
+    // A guard that no longer holds says why first: what failed after it may be its effect.
+    if statement > BATCH_UPDATES {
+        rows.check_applied(applied)?;
+    }
+    if let Some(e) = failure {
+        let conflict = e
+            .as_database_error()
+            .is_some_and(|db| db.is_unique_violation());
+        // Which row conflicts: found row by row (a failed statement changes nothing in
+        // SQLite; the transaction is rolled back all the same).
+        match statement {
+            BATCH_NEW_STEPS if conflict => {
+                for (run_id, new) in &rows.new_steps {
+                    insert_step(&mut *conn, *run_id, new, &at_text).await?;
+                }
+            }
+            BATCH_ATTEMPTS if conflict => {
+                for record in &rows.attempts {
+                    insert_attempt(&mut *conn, record).await?;
+                }
+            }
+            _ => {}
+        }
+        return Err(StoreError::from_sqlx_unique(e, |what| {
+            format!("a row of the batch already exists ({what})")
+        }));
+    }
+    if statement <= BATCH_CLAIM {
+        return Err(decode_error_text(
+            "the batch ended before its last statement",
+        ));
+    }
+    if attempts_written != rows.attempts.len() as u64 {
+        return Err(StoreError::NotFound);
+    }
+    claimed.sort_by_key(|c| c.step.id);
+    let started = match claim {
+        Some(claim) => started_events(&claimed, &claim.owner),
+        None => Vec::new(),
+    };
+    if started_count != started.len() as u64 {
+        return Err(decode_error_text(
+            "the claim's events and the claim took different rows",
+        ));
+    }
+    let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+    let started_first = last_started - i64::try_from(started_count).unwrap_or(i64::MAX) + 1;
+    Ok((
+        last_event - count + 1,
+        started.into_iter().zip(started_first..).collect(),
+        claimed,
+    ))
+}
+
+/// One attempt (`NotFound` if its step row does not exist, `Conflict` if it is recorded).
+async fn insert_attempt(
+    conn: &mut SqliteConnection,
+    record: &AttemptRecord,
+) -> Result<(), StoreError> {
     let done = sqlx::query(
         "INSERT INTO step_attempts (step_row_id, run_id, attempt, status, input, output, \
          error, runner, lease_owner, started_at, completed_at) \
-         SELECT s.id, s.run_id, u.value ->> 'attempt', u.value ->> 'status', \
-         u.value -> 'input', u.value -> 'output', u.value -> 'error', u.value ->> 'runner', \
-         u.value ->> 'owner', u.value ->> 'started', u.value ->> 'completed' \
-         FROM json_each(?) AS u JOIN step_runs s ON s.id = u.value ->> 'step' ORDER BY u.key",
+         SELECT id, run_id, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM step_runs WHERE id = ?",
     )
-    .bind(rows.to_string())
+    .bind(i64::from(record.attempt))
+    .bind(record.status.as_str())
+    .bind(&record.input)
+    .bind(&record.output)
+    .bind(&record.error)
+    .bind(&record.runner)
+    .bind(&record.lease_owner)
+    .bind(encode_time(&record.started_at))
+    .bind(encode_time(&record.completed_at))
+    .bind(record.step_row_id.hyphenated())
     .execute(&mut *conn)
     .await
     .map_err(|e| {
-        StoreError::from_sqlx_unique(e, |_| {
-            "an attempt of the batch is already recorded".to_owned()
-        })
+        StoreError::from_sqlx_unique(e, attempt_conflict(record.step_row_id, record.attempt))
     })?;
-    if done.rows_affected() != attempts.len() as u64 {
+    if done.rows_affected() == 0 {
         return Err(StoreError::NotFound);
     }
     Ok(())
 }
 
-/// Steps 1–8 of [`RunTransaction::apply`] (everything but the events, left in `changes`).
+/// Steps 1–8 of [`RunTransaction::apply`] row by row (everything but the child runs, written
+/// before, and the events, left in `changes`): for a batch that updates one row twice.
 async fn write_changes(
     conn: &mut SqliteConnection,
     run_id: Uuid,
     changes: &mut RunChanges,
     at: DateTime<Utc>,
-    rows_written: bool,
 ) -> Result<(), StoreError> {
     let at_text = encode_time(&at);
 
@@ -593,13 +1103,7 @@ async fn write_changes(
         .map_err(StoreError::from_sqlx)?;
     }
 
-    // Step updates, new steps and attempts: unless a batch wrote them for all its runs at once.
-    let step_updates: &[StepUpdate] = if rows_written {
-        &[]
-    } else {
-        &changes.step_updates
-    };
-    for update in step_updates {
+    for update in &changes.step_updates {
         let completed_at = update.status.is_terminal().then(|| at_text.clone());
         let keep_lease = update.phase == StepPhase::Executing;
         let reset_attempt = update.reset_attempt.map(i64::from);
@@ -652,45 +1156,10 @@ async fn write_changes(
         }
     }
 
-    let (new_steps, attempts): (&[NewStep], &[AttemptRecord]) = if rows_written {
-        (&[], &[])
-    } else {
-        (&changes.new_steps, &changes.attempts)
-    };
-    insert_steps(&mut *conn, run_id, new_steps, &at_text).await?;
+    insert_steps(&mut *conn, run_id, &changes.new_steps, &at_text).await?;
 
-    for record in attempts {
-        let done = sqlx::query(
-            "INSERT INTO step_attempts (step_row_id, run_id, attempt, status, input, output, \
-             error, runner, lease_owner, started_at, completed_at) \
-             SELECT id, run_id, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM step_runs WHERE id = ?",
-        )
-        .bind(i64::from(record.attempt))
-        .bind(record.status.as_str())
-        .bind(&record.input)
-        .bind(&record.output)
-        .bind(&record.error)
-        .bind(&record.runner)
-        .bind(&record.lease_owner)
-        .bind(encode_time(&record.started_at))
-        .bind(encode_time(&record.completed_at))
-        .bind(record.step_row_id.hyphenated())
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| {
-            StoreError::from_sqlx_unique(e, attempt_conflict(record.step_row_id, record.attempt))
-        })?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-    }
-
-    for new in std::mem::take(&mut changes.new_runs) {
-        let key = new.idempotency_key.clone();
-        let (_, created) = insert_new_run(&mut *conn, new, at).await?;
-        if !created {
-            return Err(idempotency_conflict(key.as_deref().unwrap_or_default()));
-        }
+    for record in &changes.attempts {
+        insert_attempt(&mut *conn, record).await?;
     }
 
     if !changes.wake.is_empty() {
@@ -809,6 +1278,8 @@ impl RunTransaction for SqliteRunTransaction {
 struct SqliteRunsTransaction {
     tx: Transaction<'static, Sqlite>,
     runs: Vec<RunRecord>,
+    /// Their steps as read with them, until [`RunsTransaction::steps`] takes them.
+    steps: Option<Vec<StepRecord>>,
     _turn: tokio::sync::OwnedMutexGuard<()>,
 }
 
@@ -819,17 +1290,20 @@ impl RunsTransaction for SqliteRunsTransaction {
     }
 
     async fn steps(&mut self) -> Result<Vec<StepRecord>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            step_columns!(),
-            " FROM step_runs WHERE run_id IN (SELECT value FROM json_each(?))",
-            " ORDER BY created_at, id"
+        if let Some(steps) = self.steps.take() {
+            return Ok(steps);
+        }
+        let (steps,): (String,) = sqlx::query_as(concat!(
+            "SELECT json_group_array(",
+            step_json!(),
+            " ORDER BY created_at, id) FROM step_runs ",
+            "WHERE run_id IN (SELECT value FROM json_each(?))"
         ))
         .bind(id_list(self.runs.iter().map(|r| r.id)))
-        .fetch_all(&mut *self.tx)
+        .fetch_one(&mut *self.tx)
         .await
         .map_err(StoreError::from_sqlx)?;
-        rows.iter().map(step).collect()
+        steps_from_json(&steps)
     }
 
     async fn apply_and_claim(
@@ -866,7 +1340,7 @@ async fn claim_due(
         "claimed_from = phase, updated_at = ? ",
         "WHERE id IN (SELECT id FROM step_runs WHERE phase <> 'done' AND due_at <= ? ",
         "ORDER BY due_at, id LIMIT ? + 0) RETURNING ",
-        step_columns!(),
+        step_json!(),
         ", claimed_from"
     ))
     .bind(owner)
@@ -881,9 +1355,11 @@ async fn claim_due(
     let mut claimed = rows
         .iter()
         .map(|row| {
+            let step: StepJson =
+                serde_json::from_str(row.try_get(0)?).map_err(json_decode_error)?;
             Ok(ClaimedStep {
-                step: step(row)?,
-                claimed_from: decode_phase(row.try_get("claimed_from")?)?,
+                step: step.record()?,
+                claimed_from: decode_phase(row.try_get(1)?)?,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -991,35 +1467,23 @@ impl SqliteStore {
         if run_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let ids = id_list(run_ids.iter().copied());
-        let mut conn = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
-        let runs = sqlx::query(concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM workflow_runs WHERE id IN (SELECT value FROM json_each(?))"
+        // One statement, one row: the runs and their completed steps' outputs.
+        let (runs, outputs): (String, String) = sqlx::query_as(concat!(
+            "SELECT (SELECT json_group_array(",
+            run_json!(),
+            ") FROM workflow_runs WHERE id IN (SELECT value FROM json_each(?1))), ",
+            "(SELECT json_group_array(json_array(run_id, step_id, output)) FROM step_runs ",
+            "WHERE run_id IN (SELECT value FROM json_each(?1)) AND status = 'COMPLETED')"
         ))
-        .bind(&ids)
-        .fetch_all(&mut *conn)
+        .bind(id_list(run_ids.iter().copied()))
+        .fetch_one(&self.pool)
         .await
         .map_err(StoreError::from_sqlx)?;
-        let outputs = sqlx::query(
-            "SELECT run_id, step_id, output FROM step_runs \
-             WHERE run_id IN (SELECT value FROM json_each(?)) AND status = 'COMPLETED'",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(StoreError::from_sqlx)?;
-        let runs = runs.iter().map(run).collect::<Result<Vec<_>, _>>()?;
-        let outputs = outputs
-            .iter()
-            .map(|row| {
-                Ok((
-                    uuid(row, "run_id")?,
-                    row.try_get("step_id")?,
-                    row.try_get("output")?,
-                ))
-            })
+        let runs = runs_from_json(&runs)?;
+        let outputs = serde_json::from_str::<Vec<(Uuid, String, Option<String>)>>(&outputs)
+            .map_err(json_decode_error)?
+            .into_iter()
+            .map(|(run_id, step_id, output)| Ok((run_id, step_id, json_column(output)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(RunOutputs::join(runs, outputs))
     }
@@ -1169,19 +1633,24 @@ impl SqliteStore {
     ) -> Result<Box<dyn RunsTransaction>, StoreError> {
         let turn = self.write_turn().await;
         let mut tx = self.immediate().await?;
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM workflow_runs WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id"
+        // The runs and their steps (which the caller reads next) in one statement, one row.
+        let (runs, steps): (String, String) = sqlx::query_as(concat!(
+            "SELECT (SELECT json_group_array(",
+            run_json!(),
+            " ORDER BY id) FROM workflow_runs WHERE id IN (SELECT value FROM json_each(?1))), ",
+            "(SELECT json_group_array(",
+            step_json!(),
+            " ORDER BY created_at, id) FROM step_runs ",
+            "WHERE run_id IN (SELECT value FROM json_each(?1)))"
         ))
         .bind(id_list(run_ids.iter().copied()))
-        .fetch_all(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
         .map_err(StoreError::from_sqlx)?;
-        let runs = rows.iter().map(run).collect::<Result<_, _>>()?;
         Ok(Box::new(SqliteRunsTransaction {
             tx,
-            runs,
+            runs: runs_from_json(&runs)?,
+            steps: Some(steps_from_json(&steps)?),
             _turn: turn,
         }))
     }
@@ -1305,12 +1774,15 @@ impl SqliteStore {
         &self,
         q: &EventQuery,
     ) -> Result<Vec<ScopedEvent>, StoreError> {
+        // One row: the page as one JSON array of [seq, run, step, kind, data, time, definition].
         macro_rules! stream_sql {
             ($filter:literal) => {
                 concat!(
+                    "SELECT json_group_array(json_array(seq, run_id, step_id, kind, data, ",
+                    "created_at, definition_id) ORDER BY seq) FROM (",
                     "SELECT e.seq, e.run_id, e.step_id, e.kind, e.data, e.created_at, r.definition_id FROM events e JOIN workflow_runs r ON r.id = e.run_id WHERE e.seq > ? AND e.seq <= ?",
                     $filter,
-                    " ORDER BY e.seq LIMIT ? + 0"
+                    " ORDER BY e.seq LIMIT ? + 0)"
                 )
             };
         }
@@ -1319,24 +1791,37 @@ impl SqliteStore {
             EventScope::Run(id) => (stream_sql!(" AND e.run_id = ?"), Some(id)),
             EventScope::Definition(id) => (stream_sql!(" AND r.definition_id = ?"), Some(id)),
         };
-        let mut query = sqlx::query(sql)
+        let mut query = sqlx::query_scalar(sql)
             .bind(q.after_seq)
             .bind(q.until_seq.unwrap_or(i64::MAX));
         if let Some(id) = id {
             query = query.bind(id.hyphenated());
         }
-        let rows = query
+        let page: String = query
             .bind(i64::from(q.limit))
-            .fetch_all(&self.pool)
+            .fetch_one(&self.pool)
             .await
             .map_err(StoreError::from_sqlx)?;
-        rows.iter()
-            .map(|row| {
-                Ok(ScopedEvent {
-                    event: event(row)?,
-                    definition_id: uuid(row, "definition_id")?,
-                })
-            })
+        #[derive(Deserialize)]
+        struct EventJson(i64, Uuid, Option<String>, String, String, Time, Uuid);
+        serde_json::from_str::<Vec<EventJson>>(&page)
+            .map_err(json_decode_error)?
+            .into_iter()
+            .map(
+                |EventJson(seq, run_id, step_id, kind, data, created_at, definition_id)| {
+                    Ok(ScopedEvent {
+                        event: EventRecord {
+                            seq,
+                            run_id,
+                            step_id,
+                            kind,
+                            data: serde_json::from_str(&data).map_err(json_decode_error)?,
+                            created_at,
+                        },
+                        definition_id,
+                    })
+                },
+            )
             .collect()
     }
 

@@ -35,6 +35,8 @@ on_both_backends!(
     housekeeping_keeps_everything,
     a_batch_claims_older_ready_work_before_its_successors,
     runs_with_outputs_reads_completed_outputs_of_many_runs,
+    a_batch_reads_its_rows_as_every_other_read_does,
+    a_batch_claim_logs_what_it_returns,
 );
 on_both_backends!(multi_thread: events_resume_exactly_under_concurrent_writers);
 
@@ -1363,4 +1365,124 @@ async fn runs_with_outputs_reads_completed_outputs_of_many_runs(store: Arc<dyn S
         assert_eq!(found.run, store.get_run(*run_id).await.unwrap().unwrap());
         assert_eq!(serde_json::Value::Object(found.outputs.clone()), *outputs);
     }
+}
+
+/// What a batch reads (its runs and their steps, in one go) is what the other reads return,
+/// to the field: a JSON `null` output stays apart from no output, times keep their precision,
+/// a parked step keeps its wait.
+async fn a_batch_reads_its_rows_as_every_other_read_does(store: Arc<dyn Store>) {
+    let (run_id, claimed) = claimed_run(&store, &["a", "b", "c"], "w1").await;
+    let by_name = |name: &str| {
+        claimed
+            .iter()
+            .find(|c| c.step.step_id == name)
+            .map(|c| c.step.clone())
+            .unwrap()
+    };
+    let tx = store.begin_run(run_id).await.unwrap();
+    let changes = RunChanges {
+        step_updates: vec![
+            StepUpdate {
+                input: Some(json!({ "text": "quote \" and \\ back" })),
+                output: Some(serde_json::Value::Null),
+                runner: Some("wasm".to_owned()),
+                ..update(&by_name("a"), StepStatus::Completed, StepPhase::Done)
+            },
+            StepUpdate {
+                error: Some(json!({ "code": "boom", "message": "ünïcödé" })),
+                ..update(&by_name("b"), StepStatus::Failed, StepPhase::Done)
+            },
+            StepUpdate {
+                wait: Some(json!({ "signal": "go" })),
+                due_at: None,
+                ..update(&by_name("c"), StepStatus::Running, StepPhase::Waiting)
+            },
+        ],
+        ..Default::default()
+    };
+    tx.apply(changes).await.unwrap();
+
+    let mut tx = store.begin_runs(&[run_id]).await.unwrap();
+    assert_eq!(
+        tx.runs(),
+        [store.get_run(run_id).await.unwrap().unwrap()].as_slice()
+    );
+    let steps = tx.steps().await.unwrap();
+    tx.apply_and_claim(Vec::new(), None).await.unwrap();
+    assert_eq!(steps, store.list_steps(run_id).await.unwrap());
+    let a = steps.iter().find(|s| s.step_id == "a").unwrap();
+    assert_eq!(a.output, Some(serde_json::Value::Null));
+    assert_eq!(a.error, None);
+    let c = steps.iter().find(|s| s.step_id == "c").unwrap();
+    assert_eq!(c.wait, Some(json!({ "signal": "go" })));
+    assert_eq!(c.output, None);
+}
+
+/// A batch that claims a step it woke (the same attempt going on: no `step.started`) and one it
+/// created (a new attempt): the events it returns are the ones stored, in order, to the field.
+async fn a_batch_claim_logs_what_it_returns(store: Arc<dyn Store>) {
+    let (first, a) = claimed_run(&store, &["approve"], "w1").await;
+    let (second, b) = claimed_run(&store, &["b"], "w1").await;
+    store.post_signal(first, "approve", json!(1)).await.unwrap();
+    let before = store.list_events(0, None, 1000).await.unwrap();
+    let tx = store.begin_runs(&[first, second]).await.unwrap();
+    let next = new_step("next", now());
+    let changes = vec![
+        (
+            first,
+            RunChanges {
+                step_updates: vec![StepUpdate {
+                    wait: Some(json!({ "signal": "approve" })),
+                    ..update(&a[0].step, StepStatus::Running, StepPhase::Waiting)
+                }],
+                events: vec![event(first, Some("approve"), "step.waiting")],
+                ..Default::default()
+            },
+        ),
+        (
+            second,
+            RunChanges {
+                step_updates: vec![update(&b[0].step, StepStatus::Completed, StepPhase::Done)],
+                new_steps: vec![next.clone()],
+                events: vec![
+                    event(second, Some("b"), "step.completed"),
+                    event(second, Some("next"), "step.ready"),
+                ],
+                ..Default::default()
+            },
+        ),
+    ];
+    let claim = ClaimRequest {
+        owner: "w2".to_owned(),
+        lease: LEASE,
+        limit: 10,
+    };
+    let (events, claimed) = tx.apply_and_claim(changes, Some(claim)).await.unwrap();
+    let mut from: Vec<(Uuid, StepPhase)> = claimed
+        .iter()
+        .map(|c| (c.step.id, c.claimed_from))
+        .collect();
+    from.sort_by_key(|(id, _)| *id);
+    let mut expected = vec![
+        (a[0].step.id, StepPhase::Waiting),
+        (next.id, StepPhase::Queued),
+    ];
+    expected.sort_by_key(|(id, _)| *id);
+    assert_eq!(from, expected);
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "step.waiting",
+            "step.completed",
+            "step.ready",
+            "step.started"
+        ]
+    );
+    let started = &events[3];
+    assert_eq!(started.step_id.as_deref(), Some("next"));
+    assert_eq!(started.data, json!({ "attempt": 1, "replica": "w2" }));
+    let after = store.list_events(0, None, 1000).await.unwrap();
+    assert_eq!(&after[..before.len()], before.as_slice());
+    assert_eq!(&after[before.len()..], events.as_slice());
 }
