@@ -474,8 +474,10 @@ pub trait RunsTransaction: Send {
     fn runs(&self) -> &[RunRecord];
     /// Their step rows, ordered by `(created_at, id)`.
     async fn steps(&mut self) -> Result<Vec<StepRecord>, StoreError>;
-    /// Write each `(run, changes)` in turn as [`RunTransaction::apply`] writes one (steps 1–8),
-    /// then (if `claim`) claim up to `claim.limit` due steps (of any run, oldest due first) for
+    /// Write each `(run, changes)` as [`RunTransaction::apply`] writes one (steps 1–8; the
+    /// backends write each kind of row for the whole batch at once, kind after kind: a later
+    /// change's consumed signal is consumed before an earlier change parks a step for it, and
+    /// of two run updates of one run the later wins), then (if `claim`) claim up to `claim.limit` due steps (of any run, oldest due first) for
     /// `claim.owner` exactly as [`crate::Store::claim_steps`] does, their `step.started` events
     /// after the changes' events, then append every event, in order, and commit. The replica
     /// that records outcomes goes on with the work that is ready (often the successors just
@@ -504,9 +506,9 @@ impl RunChanges {
 
 /// The rows of a batch's changes (of one run or several) that are written together: new steps
 /// first (a later outcome may update a row an earlier one created), then step updates, then
-/// attempts. SQLite writes them with one statement per kind; PostgreSQL with one statement for
-/// all three (and a second for updates of rows the batch creates). The rest of each run's
-/// changes is written run by run.
+/// attempts. SQLite writes them, and the rest of the batch, with one statement per kind in one
+/// multi-statement query; PostgreSQL with one statement for all three (and a second for updates
+/// of rows the batch creates), and the rest of each run's changes run by run.
 pub(crate) struct BatchRows<'a> {
     pub(crate) new_steps: Vec<(Uuid, &'a NewStep)>,
     pub(crate) step_updates: Vec<&'a StepUpdate>,

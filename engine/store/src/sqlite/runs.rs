@@ -8,6 +8,7 @@
 //! prepared again (parsed and planned) every time that parameter is bound: at every claim and
 //! every read of the live feed.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -599,8 +600,9 @@ async fn apply_changes(
 /// then all their events in order. Child runs first (each with its own statements: rare); then
 /// everything else of the batch, the claim and every event as one multi-statement query
 /// ([`BATCH_SQL`]): one hand-over to the connection's thread, where a statement per kind and
-/// per run cost one each. A batch that updates one row twice is written change by change
-/// instead.
+/// per run cost one each. A batch that updates one step row twice is written change by change
+/// instead. A child run that cannot be written (`Conflict`) is reported before a guard that
+/// no longer holds (`Stale`), as it is written first.
 async fn apply_many(
     conn: &mut SqliteConnection,
     mut changes: Vec<(Uuid, RunChanges)>,
@@ -849,9 +851,19 @@ impl BatchParams {
                 owner: a.lease_owner.as_deref(),
             })
             .collect();
+        // One update per run, the batch's last: an update sets every field it writes, and of
+        // several rows of `json_each` matching one row, SQLite applies one it picks.
+        let mut last_update: HashMap<Uuid, usize> = HashMap::new();
+        for (index, (run_id, c)) in changes.iter().enumerate() {
+            if c.run.is_some() {
+                last_update.insert(*run_id, index);
+            }
+        }
         let runs: Vec<RunUpdateJson<'_>> = changes
             .iter()
-            .filter_map(|(run_id, c)| {
+            .enumerate()
+            .filter(|(index, (run_id, _))| last_update.get(run_id) == Some(index))
+            .filter_map(|(_, (run_id, c))| {
                 let update = c.run.as_ref()?;
                 Some(RunUpdateJson {
                     id: *run_id,
@@ -991,9 +1003,13 @@ async fn write_batch(
         }
     }
     drop(results);
-    // A guard that no longer holds says why first: what failed after it may be its effect.
+    // A guard that no longer holds says why first, then an attempt of no step: what failed
+    // after them may be their effect.
     if statement > BATCH_UPDATES {
         rows.check_applied(applied)?;
+    }
+    if statement > BATCH_ATTEMPTS && attempts_written != rows.attempts.len() as u64 {
+        return Err(StoreError::NotFound);
     }
     if let Some(e) = failure {
         let conflict = e
@@ -1022,9 +1038,6 @@ async fn write_batch(
         return Err(decode_error_text(
             "the batch ended before its last statement",
         ));
-    }
-    if attempts_written != rows.attempts.len() as u64 {
-        return Err(StoreError::NotFound);
     }
     claimed.sort_by_key(|c| c.step.id);
     let started = match claim {

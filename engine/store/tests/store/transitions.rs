@@ -37,6 +37,7 @@ on_both_backends!(
     runs_with_outputs_reads_completed_outputs_of_many_runs,
     a_batch_reads_its_rows_as_every_other_read_does,
     a_batch_claim_logs_what_it_returns,
+    of_two_run_updates_in_a_batch_the_later_wins,
 );
 on_both_backends!(multi_thread: events_resume_exactly_under_concurrent_writers);
 
@@ -1485,4 +1486,35 @@ async fn a_batch_claim_logs_what_it_returns(store: Arc<dyn Store>) {
     let after = store.list_events(0, None, 1000).await.unwrap();
     assert_eq!(&after[..before.len()], before.as_slice());
     assert_eq!(&after[before.len()..], events.as_slice());
+}
+
+/// Two transitions of one run in a batch, each updating the run: the later one is what stays.
+async fn of_two_run_updates_in_a_batch_the_later_wins(store: Arc<dyn Store>) {
+    let (run_id, _) = claimed_run(&store, &["a"], "w1").await;
+    let (other, _) = claimed_run(&store, &["b"], "w1").await;
+    let update = |status, output| RunChanges {
+        run: Some(RunUpdate {
+            status,
+            output,
+            error: None,
+        }),
+        ..Default::default()
+    };
+    let tx = store.begin_runs(&[run_id, other]).await.unwrap();
+    tx.apply_and_claim(
+        vec![
+            (run_id, update(RunStatus::Failed, None)),
+            (other, update(RunStatus::Completed, Some(json!(1)))),
+            (run_id, update(RunStatus::Completed, Some(json!(7)))),
+        ],
+        None,
+    )
+    .await
+    .unwrap();
+    let run = store.get_run(run_id).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    assert_eq!(run.output, Some(json!(7)));
+    assert!(run.completed_at.is_some());
+    let other = store.get_run(other).await.unwrap().unwrap();
+    assert_eq!(other.output, Some(json!(1)));
 }
