@@ -172,8 +172,8 @@ pub(crate) fn new_id() -> Uuid {
     Uuid::now_v7()
 }
 
-fn decode_error(message: String) -> StoreError {
-    StoreError::Database(sqlx::Error::Decode(message.into()))
+pub(crate) fn decode_error(message: impl Into<String>) -> StoreError {
+    StoreError::Database(sqlx::Error::Decode(message.into().into()))
 }
 
 /// A status column read back (the schema allows only the known ones).

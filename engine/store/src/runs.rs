@@ -504,6 +504,20 @@ impl RunChanges {
     }
 }
 
+impl NewEvent {
+    /// The event as the log holds it once appended with `seq` at `at`.
+    pub(crate) fn recorded(self, seq: i64, at: DateTime<Utc>) -> EventRecord {
+        EventRecord {
+            seq,
+            run_id: self.run_id,
+            step_id: self.step_id,
+            kind: self.kind,
+            data: self.data,
+            created_at: at,
+        }
+    }
+}
+
 /// The rows of a batch's changes (of one run or several) that are written together: new steps
 /// first (a later outcome may update a row an earlier one created), then step updates, then
 /// attempts. SQLite writes them, and the rest of the batch, with one statement per kind in one
@@ -516,15 +530,14 @@ pub(crate) struct BatchRows<'a> {
 }
 
 impl<'a> BatchRows<'a> {
-    /// `None` for fewer than `at_least` runs' changes, or a batch that updates one row twice
-    /// (written change by change instead).
-    pub(crate) fn of(changes: &'a [(Uuid, RunChanges)], at_least: usize) -> Option<Self> {
+    /// `None` for a batch that updates one row twice (written change by change instead).
+    pub(crate) fn of(changes: &'a [(Uuid, RunChanges)]) -> Option<Self> {
         let mut updated = std::collections::HashSet::new();
         let step_updates: Vec<&StepUpdate> = changes
             .iter()
             .flat_map(|(_, c)| c.step_updates.iter())
             .collect();
-        if changes.len() < at_least || !step_updates.iter().all(|u| updated.insert(u.id)) {
+        if !step_updates.iter().all(|u| updated.insert(u.id)) {
             return None;
         }
         Some(BatchRows {

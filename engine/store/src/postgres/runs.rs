@@ -318,14 +318,7 @@ async fn insert_events(
     Ok(events
         .into_iter()
         .zip(seqs)
-        .map(|(new, seq)| EventRecord {
-            seq,
-            run_id: new.run_id,
-            step_id: new.step_id,
-            kind: new.kind,
-            data: new.data,
-            created_at: at,
-        })
+        .map(|(new, seq)| new.recorded(seq, at))
         .collect())
 }
 
@@ -382,7 +375,7 @@ async fn apply_many(
 ) -> Result<(Vec<EventRecord>, Vec<ClaimedStep>), StoreError> {
     let at = now();
     // One round trip for the rows, whatever the number of runs.
-    let rows = BatchRows::of(&changes, 1);
+    let rows = BatchRows::of(&changes);
     let merge = rows.is_some();
     if let Some(rows) = rows {
         write_rows(&mut *conn, &rows, at).await?;

@@ -25,8 +25,9 @@ use uuid::fmt::Hyphenated;
 use super::{SqliteStore, encode_time};
 use crate::filter::sql::{push_limit_offset, push_run_where};
 use crate::records::{
-    attempt_conflict, decode_count, decode_phase, decode_status, idempotency_conflict, lease_until,
-    now, run_conflict, settle, stale, step_conflict, terminal_run,
+    attempt_conflict, decode_count, decode_error, decode_phase, decode_status,
+    idempotency_conflict, lease_until, now, run_conflict, settle, stale, step_conflict,
+    terminal_run,
 };
 use crate::runs::{
     AttemptRecord, BatchRows, ClaimRequest, ClaimedStep, EventQuery, EventRecord, EventScope,
@@ -127,10 +128,6 @@ struct StepJson(
     Option<Time>,
     Time,
 );
-
-fn decode_error_text(message: &str) -> StoreError {
-    StoreError::Database(sqlx::Error::Decode(message.into()))
-}
 
 fn json_decode_error(e: serde_json::Error) -> StoreError {
     StoreError::Database(sqlx::Error::Decode(Box::new(e)))
@@ -537,7 +534,7 @@ async fn insert_events(
     // last one it inserted, one after the other (AUTOINCREMENT: max + 1 for each row).
     let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
     if i64::try_from(done.rows_affected()).ok() != Some(count) {
-        return Err(decode_error_text(
+        return Err(decode_error(
             "the event insert wrote another number of rows",
         ));
     }
@@ -545,14 +542,7 @@ async fn insert_events(
     Ok(events
         .into_iter()
         .zip(first..)
-        .map(|(new, seq)| EventRecord {
-            seq,
-            run_id: new.run_id,
-            step_id: new.step_id,
-            kind: new.kind,
-            data: new.data,
-            created_at: at,
-        })
+        .map(|(new, seq)| new.recorded(seq, at))
         .collect())
 }
 
@@ -622,7 +612,7 @@ async fn apply_many(
         .iter_mut()
         .flat_map(|(_, c)| std::mem::take(&mut c.events))
         .collect();
-    let Some(rows) = BatchRows::of(&changes, 1) else {
+    let Some(rows) = BatchRows::of(&changes) else {
         for (run_id, changes) in &mut changes {
             write_changes(&mut *conn, *run_id, changes, at).await?;
         }
@@ -635,21 +625,11 @@ async fn apply_many(
         .into_iter()
         .zip(first_seq..)
         .chain(started)
-        .map(|(new, seq)| event_record(new, seq, at))
+        .map(|(new, seq)| new.recorded(seq, at))
         .collect();
     Ok((recorded, claimed))
 }
 
-fn event_record(new: NewEvent, seq: i64, at: DateTime<Utc>) -> EventRecord {
-    EventRecord {
-        seq,
-        run_id: new.run_id,
-        step_id: new.step_id,
-        kind: new.kind,
-        data: new.data,
-        created_at: at,
-    }
-}
 /// The statements of a batch ([`write_batch`]), in order; each reads its rows from a JSON array
 /// (`json_each`; an empty one costs next to nothing): new steps, step updates (returning the
 /// ids written; each guarded one applies only if its row still runs under that lease, as in
@@ -1035,9 +1015,7 @@ async fn write_batch(
         }));
     }
     if statement <= BATCH_CLAIM {
-        return Err(decode_error_text(
-            "the batch ended before its last statement",
-        ));
+        return Err(decode_error("the batch ended before its last statement"));
     }
     claimed.sort_by_key(|c| c.step.id);
     let started = match claim {
@@ -1045,7 +1023,7 @@ async fn write_batch(
         None => Vec::new(),
     };
     if started_count != started.len() as u64 {
-        return Err(decode_error_text(
+        return Err(decode_error(
             "the claim's events and the claim took different rows",
         ));
     }

@@ -1409,6 +1409,7 @@ async fn a_batch_reads_its_rows_as_every_other_read_does(store: Arc<dyn Store>) 
         [store.get_run(run_id).await.unwrap().unwrap()].as_slice()
     );
     let steps = tx.steps().await.unwrap();
+    assert_eq!(tx.steps().await.unwrap(), steps, "read again, the same");
     tx.apply_and_claim(Vec::new(), None).await.unwrap();
     assert_eq!(steps, store.list_steps(run_id).await.unwrap());
     let a = steps.iter().find(|s| s.step_id == "a").unwrap();
