@@ -77,6 +77,9 @@ pub(crate) struct SqliteStore {
     /// SQLite admits one writer at a time, and writers that meet in its busy handler sleep
     /// (1 ms, 2 ms, ... 100 ms) instead of queueing.
     writer: Arc<tokio::sync::Mutex<()>>,
+    /// Run starts waiting for the write turn: the one that gets it writes them all
+    /// ([`SqliteStore::create_run_impl`]).
+    starts: runs::Starts,
 }
 
 impl SqliteStore {
@@ -145,6 +148,7 @@ impl SqliteStore {
             pool,
             writes,
             writer: Arc::new(tokio::sync::Mutex::new(())),
+            starts: runs::Starts::default(),
         })
     }
 

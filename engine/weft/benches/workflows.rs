@@ -279,6 +279,14 @@ async fn bench(backend: Backend) {
     for _ in 0..extra {
         bench.run_all(&mut feed, "w1", 100).await;
     }
+    // And single runs, one after another, as many as `WEFT_BENCH_EXTRA_SINGLE` says.
+    let extra: usize = std::env::var("WEFT_BENCH_EXTRA_SINGLE")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    for _ in 0..extra {
+        bench.run_all(&mut feed, "w1", 1).await;
+    }
 
     println!(
         "{backend}: single 10-step run: {:.1} ms (step-to-step p50 {:.2} ms)",

@@ -9,6 +9,7 @@
 //! every read of the live feed.
 
 use std::collections::HashMap;
+use std::sync::PoisonError;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,8 +18,9 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::Either;
-use sqlx::sqlite::SqliteRow;
+use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 use uuid::fmt::Hyphenated;
 
@@ -573,6 +575,224 @@ async fn insert_new_run(
     }
     insert_steps(conn, record.id, &steps, &encode_time(&at)).await?;
     Ok((record, true))
+}
+
+/// What [`SqliteStore::create_run_impl`] answers.
+type StartAnswer = Result<(RunRecord, bool), StoreError>;
+
+/// A run start waiting for the write turn.
+pub(super) struct Start {
+    new: NewRun,
+    events: Vec<NewEvent>,
+    answer: oneshot::Sender<StartAnswer>,
+}
+
+/// The run starts waiting for the write turn (one owner: the store; a lock inside).
+#[derive(Default)]
+pub(super) struct Starts(std::sync::Mutex<Vec<Start>>);
+
+impl Starts {
+    fn push(&self, start: Start) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(start);
+    }
+
+    fn take(&self) -> Vec<Start> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Run starts written together: new runs (those whose idempotency key exists, in the table or
+/// earlier in the array, are left out, `RETURNING` the ids written), then the steps and the
+/// events of the starts whose run was written (a run id written now is one of this array's:
+/// ids are new). Each event row names its start's run last: an event of another run (that
+/// does not exist) fails the statement as it would fail a start of its own.
+const STARTS_SQL: &str = concat!(
+    "INSERT INTO workflow_runs (id, definition_id, definition_name, definition_version, ",
+    "status, input, idempotency_key, parent_run_id, parent_step_row_id, depth, deadline_at, ",
+    "created_at, started_at, updated_at) ",
+    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value -> 5, ",
+    "value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, ",
+    "value ->> 12, value ->> 13 ",
+    // `WHERE true`: an upsert after `INSERT ... SELECT` needs a WHERE clause to parse.
+    "FROM json_each(?) WHERE true ORDER BY key ",
+    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id; ",
+    "INSERT INTO step_runs ",
+    "(id, run_id, step_id, status, phase, attempt, due_at, created_at, updated_at) ",
+    "SELECT value ->> 0, value ->> 1, value ->> 2, 'PENDING', 'queued', 0, value ->> 3, ?, ? ",
+    "FROM json_each(?) ",
+    "WHERE EXISTS (SELECT 1 FROM workflow_runs r WHERE r.id = value ->> 1) ORDER BY key; ",
+    "INSERT INTO events (run_id, step_id, kind, data, created_at) ",
+    "SELECT value ->> 0, value ->> 1, value ->> 2, value -> 3, ? FROM json_each(?) ",
+    "WHERE EXISTS (SELECT 1 FROM workflow_runs r WHERE r.id = value ->> 4) ORDER BY key"
+);
+
+/// A new run row as [`STARTS_SQL`] reads it.
+#[derive(Serialize)]
+struct NewRunJson<'a>(
+    Uuid,
+    Uuid,
+    &'a str,
+    &'a str,
+    &'static str,
+    &'a Value,
+    Option<&'a str>,
+    Option<Uuid>,
+    Option<Uuid>,
+    u32,
+    Option<String>,
+    String,
+    Option<String>,
+    String,
+);
+
+impl<'a> NewRunJson<'a> {
+    fn of(run: &'a RunRecord) -> Self {
+        NewRunJson(
+            run.id,
+            run.definition_id,
+            &run.definition_name,
+            &run.definition_version,
+            run.status.as_str(),
+            &run.input,
+            run.idempotency_key.as_deref(),
+            run.parent.map(|p| p.run_id),
+            run.parent.map(|p| p.step_row_id),
+            run.depth,
+            optional_time(run.deadline_at.as_ref()),
+            encode_time(&run.created_at),
+            optional_time(run.started_at.as_ref()),
+            encode_time(&run.updated_at),
+        )
+    }
+}
+
+/// Writes run starts (see [`SqliteStore::create_run_impl`]); owns its connections' pools so
+/// that it can run in a task of its own.
+struct StartWriter {
+    pool: SqlitePool,
+    writes: SqlitePool,
+}
+
+impl StartWriter {
+    /// Write `starts` and answer each, holding the write `turn` throughout.
+    async fn write(self, starts: Vec<Start>, turn: tokio::sync::OwnedMutexGuard<()>) {
+        match self.together(&starts).await {
+            Ok(answers) => {
+                for (start, answer) in starts.into_iter().zip(answers) {
+                    let _ = start.answer.send(answer);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, starts = starts.len(), "run starts written one by one");
+                for start in starts {
+                    let answer = self.alone(start.new, start.events).await;
+                    let _ = start.answer.send(answer);
+                }
+            }
+        }
+        drop(turn);
+    }
+
+    /// Every start in one transaction; an answer for each, in order.
+    async fn together(&self, starts: &[Start]) -> Result<Vec<StartAnswer>, StoreError> {
+        let at = now();
+        let at_text = encode_time(&at);
+        let records: Vec<(RunRecord, Vec<NewStep>)> = starts
+            .iter()
+            .map(|s| s.new.clone().into_record(at))
+            .collect();
+        let runs: Vec<NewRunJson<'_>> = records.iter().map(|(r, _)| NewRunJson::of(r)).collect();
+        let steps: Vec<(Uuid, &NewStep)> = records
+            .iter()
+            .flat_map(|(run, steps)| steps.iter().map(|s| (run.id, s)))
+            .collect();
+        let events: Vec<(Uuid, Option<&str>, &str, &Value, Uuid)> = starts
+            .iter()
+            .flat_map(|s| {
+                s.events.iter().map(|e| {
+                    (
+                        e.run_id,
+                        e.step_id.as_deref(),
+                        e.kind.as_str(),
+                        &e.data,
+                        s.new.id,
+                    )
+                })
+            })
+            .collect();
+        let mut tx = self
+            .writes
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        let written = sqlx::query(STARTS_SQL)
+            .bind(to_json(&runs)?)
+            .bind(&at_text)
+            .bind(&at_text)
+            .bind(new_steps_json(&steps)?)
+            .bind(&at_text)
+            .bind(to_json(&events)?)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx)
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|row| uuid(row, "id"))
+                    .collect::<Result<std::collections::HashSet<Uuid>, _>>()
+            });
+        let written = settle(tx, written).await?;
+        let mut answers = Vec::with_capacity(records.len());
+        for (record, _) in records {
+            answers.push(if written.contains(&record.id) {
+                Ok((record, true))
+            } else {
+                // Its idempotency key exists: the run that has it.
+                let key = record.idempotency_key.unwrap_or_default();
+                match self.run_by_key(&key).await {
+                    Ok(Some(existing)) => Ok((existing, false)),
+                    Ok(None) => Err(idempotency_conflict(&key)),
+                    Err(e) => Err(e),
+                }
+            });
+        }
+        Ok(answers)
+    }
+
+    /// One start in a transaction of its own.
+    async fn alone(&self, new: NewRun, events: Vec<NewEvent>) -> StartAnswer {
+        let at = now();
+        let key = new.idempotency_key.clone();
+        // The first statement writes: the transaction holds the write lock from there on.
+        let mut tx = self.writes.begin().await.map_err(StoreError::from_sqlx)?;
+        let (record, created) = insert_new_run(&mut tx, new, at).await?;
+        if !created {
+            tx.rollback().await.map_err(StoreError::from_sqlx)?;
+            let key = key.unwrap_or_default();
+            return match self.run_by_key(&key).await? {
+                Some(existing) => Ok((existing, false)),
+                None => Err(idempotency_conflict(&key)),
+            };
+        }
+        insert_events(&mut tx, events, at).await?;
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok((record, true))
+    }
+
+    async fn run_by_key(&self, key: &str) -> Result<Option<RunRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM workflow_runs WHERE idempotency_key = ?"
+        ))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        row.as_ref().map(run).transpose()
+    }
 }
 
 /// Everything [`RunTransaction::apply`] writes, in its order.
@@ -1367,41 +1587,40 @@ impl SqliteStore {
             .map_err(StoreError::from_sqlx)
     }
 
-    async fn run_by_key(&self, key: &str) -> Result<Option<RunRecord>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM workflow_runs WHERE idempotency_key = ?"
-        ))
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(StoreError::from_sqlx)?;
-        row.as_ref().map(run).transpose()
-    }
-
+    /// Run starts that meet at the write turn are written together, in one transaction: one
+    /// multi-statement query for all their runs, steps and events ([`STARTS_SQL`]), instead of
+    /// a transaction of five hand-overs to the writer's thread for each. The start that gets
+    /// the turn takes every start waiting and writes them in a task of its own (a caller that
+    /// goes away takes no one's start with it). If that fails, each is written on its own, so
+    /// that one start's error (a `Conflict`) is its own.
     pub(super) async fn create_run_impl(
         &self,
         new: NewRun,
         events: Vec<NewEvent>,
     ) -> Result<(RunRecord, bool), StoreError> {
-        let _turn = self.write_turn().await;
-        let at = now();
-        let key = new.idempotency_key.clone();
-        // The first statement writes: the transaction holds the write lock from there on.
-        let mut tx = self.writes.begin().await.map_err(StoreError::from_sqlx)?;
-        let (record, created) = insert_new_run(&mut tx, new, at).await?;
-        if !created {
-            tx.rollback().await.map_err(StoreError::from_sqlx)?;
-            let key = key.unwrap_or_default();
-            return match self.run_by_key(&key).await? {
-                Some(existing) => Ok((existing, false)),
-                None => Err(idempotency_conflict(&key)),
+        let (tell, answer) = oneshot::channel();
+        self.starts.push(Start {
+            new,
+            events,
+            answer: tell,
+        });
+        let turn = self.write_turn().await;
+        let starts = self.starts.take();
+        if starts.is_empty() {
+            // Written with another's, which answered before it gave the turn up.
+            drop(turn);
+        } else {
+            let writer = StartWriter {
+                pool: self.pool.clone(),
+                writes: self.writes.clone(),
             };
+            let _ = tokio::spawn(async move { writer.write(starts, turn).await }).await;
         }
-        insert_events(&mut tx, events, at).await?;
-        tx.commit().await.map_err(StoreError::from_sqlx)?;
-        Ok((record, true))
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the run start was dropped before it was written".into(),
+            ))
+        })
     }
 
     pub(super) async fn get_run_impl(&self, id: Uuid) -> Result<Option<RunRecord>, StoreError> {

@@ -25,7 +25,11 @@ on_both_backends!(
     claim_attempts_by_origin,
     lease_renewal_release_and_reset,
 );
-on_both_backends!(multi_thread: claim_concurrently_never_twice, create_same_key_concurrently);
+on_both_backends!(
+    multi_thread: claim_concurrently_never_twice,
+    create_same_key_concurrently,
+    create_many_concurrently
+);
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -168,6 +172,134 @@ async fn create_same_key_concurrently(store: Arc<dyn Store>) {
     assert!(results.iter().all(|(run, _)| run.id == id));
     assert_eq!(store.list_events(0, None, 100).await.unwrap().len(), 1);
     assert_eq!(store.list_steps(id).await.unwrap().len(), 1);
+}
+
+/// Starts that arrive together (SQLite writes the ones that meet at its write turn in one
+/// transaction): each gets its own answer, and what one cannot write takes nothing from the
+/// others.
+async fn create_many_concurrently(store: Arc<dyn Store>) {
+    let mut taken = new_run(&["start"]);
+    taken.idempotency_key = Some("taken".to_owned());
+    let (taken, _) = store.create_run(taken, Vec::new()).await.unwrap();
+    let existing = create(&store, &["start"]).await;
+
+    enum Expect {
+        Created,
+        SameKey(&'static str),
+        Taken,
+        Conflict,
+    }
+    let mut starts = Vec::new();
+    for _ in 0..24 {
+        starts.push((new_run(&["start"]), Expect::Created));
+    }
+    for key in ["pair-0", "pair-1", "pair-2", "pair-0", "pair-1", "pair-2"] {
+        let mut new = new_run(&["start"]);
+        new.idempotency_key = Some(key.to_owned());
+        starts.push((new, Expect::SameKey(key)));
+    }
+    for _ in 0..2 {
+        let mut new = new_run(&["start"]);
+        new.idempotency_key = Some("taken".to_owned());
+        starts.push((new, Expect::Taken));
+    }
+    let mut same_id = new_run(&["start"]);
+    same_id.id = existing;
+    starts.push((same_id, Expect::Conflict));
+    let mut same_step = new_run(&["a", "a"]);
+    same_step.idempotency_key = Some("same-step".to_owned());
+    starts.push((same_step, Expect::Conflict));
+
+    let barrier = Arc::new(tokio::sync::Barrier::new(starts.len()));
+    let tasks: Vec<_> = starts
+        .into_iter()
+        .map(|(new, expect)| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let events = vec![
+                    event(new.id, None, "run.created"),
+                    event(new.id, Some("start"), "step.ready"),
+                ];
+                barrier.wait().await;
+                (new.clone(), expect, store.create_run(new, events).await)
+            })
+        })
+        .collect();
+    let mut created = Vec::new();
+    let mut by_key: std::collections::HashMap<&str, Vec<(Uuid, bool)>> = Default::default();
+    for task in tasks {
+        let (new, expect, result) = task.await.unwrap();
+        match expect {
+            Expect::Created => {
+                let (run, was_created) = result.unwrap();
+                assert!(was_created);
+                assert_eq!(run.id, new.id);
+                assert_eq!(run.input, new.input);
+                assert_eq!(store.get_run(run.id).await.unwrap(), Some(run.clone()));
+                created.push(run.id);
+            }
+            Expect::SameKey(key) => {
+                let (run, was_created) = result.unwrap();
+                by_key.entry(key).or_default().push((run.id, was_created));
+                if was_created {
+                    created.push(run.id);
+                } else {
+                    assert_eq!(store.get_run(new.id).await.unwrap(), None);
+                }
+            }
+            Expect::Taken => {
+                let (run, was_created) = result.unwrap();
+                assert!(!was_created);
+                assert_eq!(run, taken);
+                assert_eq!(store.get_run(new.id).await.unwrap(), None);
+            }
+            Expect::Conflict => {
+                let err = result.unwrap_err();
+                assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+                if new.id != existing {
+                    assert_eq!(store.get_run(new.id).await.unwrap(), None);
+                }
+                assert!(
+                    store
+                        .list_events(0, Some(new.id), 10)
+                        .await
+                        .unwrap()
+                        .is_empty()
+                );
+            }
+        }
+    }
+    // One run per key, the same for both of its starts.
+    assert_eq!(by_key.len(), 3);
+    for answers in by_key.values() {
+        assert_eq!(answers.len(), 2);
+        assert_eq!(answers[0].0, answers[1].0);
+        assert_eq!(answers.iter().filter(|(_, c)| *c).count(), 1);
+    }
+    // Every run written has its step and its two events, in order; nothing else was written.
+    assert_eq!(created.len(), 27);
+    for id in &created {
+        assert_eq!(store.list_steps(*id).await.unwrap().len(), 1);
+        let kinds: Vec<String> = store
+            .list_events(0, Some(*id), 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, ["run.created", "step.ready"]);
+    }
+    let all = store.list_events(0, None, 1000).await.unwrap();
+    assert_eq!(all.len(), 2 * created.len());
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    let page = store
+        .list_runs(&RunQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total, 2 + 27);
 }
 
 async fn run_create_conflicts_write_nothing(store: Arc<dyn Store>) {
