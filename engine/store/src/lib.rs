@@ -29,6 +29,7 @@ mod postgres;
 mod records;
 pub mod runs;
 mod sqlite;
+mod starts;
 pub mod testing;
 
 use std::time::Duration;

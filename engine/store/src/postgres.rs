@@ -3,6 +3,7 @@
 mod runs;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -47,6 +48,9 @@ macro_rules! plugin_columns {
 
 pub(crate) struct PgStore {
     pool: PgPool,
+    /// Run starts waiting for their turn ([`crate::starts`]), and the turn.
+    starts: crate::starts::Starts,
+    starts_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl PgStore {
@@ -64,7 +68,11 @@ impl PgStore {
             .max_connections(opts.max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            starts: crate::starts::Starts::default(),
+            starts_turn: Arc::default(),
+        })
     }
 
     async fn definition_by_id(&self, id: Uuid) -> Result<Option<DefinitionRecord>, StoreError> {

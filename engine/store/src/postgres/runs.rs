@@ -14,12 +14,13 @@
 //!   row lock, and its holder only inserts events (whose foreign key does not conflict with
 //!   the run locks above), so it cannot deadlock with them.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
@@ -34,6 +35,7 @@ use crate::runs::{
     NewEvent, NewRun, NewStep, ParentRef, RunChanges, RunOutputs, RunQuery, RunRecord,
     RunTransaction, RunsTransaction, ScopedEvent, SignalRecord, StepPhase, StepRecord, StepUpdate,
 };
+use crate::starts::{Start, StartAnswer, WriteStarts};
 use crate::{Page, StoreError};
 
 /// The advisory lock that serialises event appends ("weft" "ev" in ASCII).
@@ -349,6 +351,201 @@ async fn insert_new_run(
     }
     insert_steps(conn, record.id, &steps, at).await?;
     Ok((record, true))
+}
+
+/// New runs, one statement; those whose idempotency key exists (in the table or earlier in
+/// `runs`) are left out. Returns the ids written.
+async fn insert_runs(
+    conn: &mut PgConnection,
+    runs: &[&RunRecord],
+) -> Result<HashSet<Uuid>, StoreError> {
+    let mut ids = Vec::with_capacity(runs.len());
+    let mut definitions = Vec::with_capacity(runs.len());
+    let mut names = Vec::with_capacity(runs.len());
+    let mut versions = Vec::with_capacity(runs.len());
+    let mut statuses = Vec::with_capacity(runs.len());
+    let mut inputs = Vec::with_capacity(runs.len());
+    let mut keys = Vec::with_capacity(runs.len());
+    let mut parent_runs = Vec::with_capacity(runs.len());
+    let mut parent_steps = Vec::with_capacity(runs.len());
+    let mut depths = Vec::with_capacity(runs.len());
+    let mut deadlines = Vec::with_capacity(runs.len());
+    let mut created = Vec::with_capacity(runs.len());
+    let mut started = Vec::with_capacity(runs.len());
+    let mut updated = Vec::with_capacity(runs.len());
+    for run in runs {
+        ids.push(run.id);
+        definitions.push(run.definition_id);
+        names.push(run.definition_name.as_str());
+        versions.push(run.definition_version.as_str());
+        statuses.push(run.status.as_str());
+        inputs.push(run.input.clone());
+        keys.push(run.idempotency_key.clone());
+        parent_runs.push(run.parent.map(|p| p.run_id));
+        parent_steps.push(run.parent.map(|p| p.step_row_id));
+        depths.push(encode_count(run.depth)?);
+        deadlines.push(run.deadline_at);
+        created.push(run.created_at);
+        started.push(run.started_at);
+        updated.push(run.updated_at);
+    }
+    let written: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO workflow_runs (id, definition_id, definition_name, definition_version, \
+         status, input, idempotency_key, parent_run_id, parent_step_row_id, depth, deadline_at, \
+         created_at, started_at, updated_at) \
+         SELECT r.id, r.definition_id, r.definition_name, r.definition_version, r.status, \
+         r.input, r.idempotency_key, r.parent_run_id, r.parent_step_row_id, r.depth, \
+         r.deadline_at, r.created_at, r.started_at, r.updated_at \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::jsonb[], \
+         $7::text[], $8::uuid[], $9::uuid[], $10::int4[], $11::timestamptz[], \
+         $12::timestamptz[], $13::timestamptz[], $14::timestamptz[]) WITH ORDINALITY \
+         AS r (id, definition_id, definition_name, definition_version, status, input, \
+         idempotency_key, parent_run_id, parent_step_row_id, depth, deadline_at, created_at, \
+         started_at, updated_at, n) \
+         ORDER BY r.n ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+    )
+    .bind(ids)
+    .bind(definitions)
+    .bind(names)
+    .bind(versions)
+    .bind(statuses)
+    .bind(inputs)
+    .bind(keys)
+    .bind(parent_runs)
+    .bind(parent_steps)
+    .bind(depths)
+    .bind(deadlines)
+    .bind(created)
+    .bind(started)
+    .bind(updated)
+    .fetch_all(conn)
+    .await
+    .map_err(StoreError::from_sqlx)?;
+    Ok(written.into_iter().collect())
+}
+
+/// New steps of several runs, one statement.
+async fn insert_steps_of_runs(
+    conn: &mut PgConnection,
+    steps: &[(Uuid, &NewStep)],
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = steps.iter().map(|(_, s)| s.id).collect();
+    let run_ids: Vec<Uuid> = steps.iter().map(|(run_id, _)| *run_id).collect();
+    let step_ids: Vec<&str> = steps.iter().map(|(_, s)| s.step_id.as_str()).collect();
+    let due: Vec<DateTime<Utc>> = steps.iter().map(|(_, s)| s.due_at).collect();
+    sqlx::query(
+        "INSERT INTO step_runs \
+         (id, run_id, step_id, status, phase, attempt, due_at, created_at, updated_at) \
+         SELECT s.id, s.run_id, s.step_id, 'PENDING', 'queued', 0, s.due_at, $5, $5 \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[]) \
+         AS s (id, run_id, step_id, due_at)",
+    )
+    .bind(ids)
+    .bind(run_ids)
+    .bind(step_ids)
+    .bind(due)
+    .bind(at)
+    .execute(conn)
+    .await
+    .map_err(StoreError::from_sqlx)?;
+    Ok(())
+}
+
+/// Writes run starts ([`crate::starts`]); owns a handle on the pool, to run in a task of its
+/// own.
+struct StartWriter {
+    pool: PgPool,
+}
+
+#[async_trait]
+impl WriteStarts for StartWriter {
+    async fn together(&self, starts: &[Start]) -> Result<HashMap<Uuid, RunRecord>, StoreError> {
+        let at = now();
+        let records: Vec<(RunRecord, Vec<NewStep>)> = starts
+            .iter()
+            .map(|s| s.new.clone().into_record(at))
+            .collect();
+        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        let written = write_starts(&mut tx, starts, &records, at).await;
+        let written = settle(tx, written).await?;
+        Ok(records
+            .into_iter()
+            .map(|(record, _)| record)
+            .filter(|record| written.contains(&record.id))
+            .map(|record| (record.id, record))
+            .collect())
+    }
+
+    async fn alone(&self, new: NewRun, events: Vec<NewEvent>) -> StartAnswer {
+        let at = now();
+        let key = new.idempotency_key.clone();
+        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        let (record, created) = insert_new_run(&mut tx, new, at).await?;
+        if !created {
+            tx.rollback().await.map_err(StoreError::from_sqlx)?;
+            let key = key.unwrap_or_default();
+            return match self.run_by_key(&key).await? {
+                Some(existing) => Ok((existing, false)),
+                None => Err(idempotency_conflict(&key)),
+            };
+        }
+        insert_events(&mut tx, events, at).await?;
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok((record, true))
+    }
+
+    async fn run_by_key(&self, key: &str) -> Result<Option<RunRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM workflow_runs WHERE idempotency_key = $1"
+        ))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        row.as_ref().map(run).transpose()
+    }
+}
+
+/// The runs of `records` (those whose idempotency key exists left out), then the steps and
+/// the events (the lock of the event log taken last) of the starts whose run was written;
+/// returns their ids.
+async fn write_starts(
+    conn: &mut PgConnection,
+    starts: &[Start],
+    records: &[(RunRecord, Vec<NewStep>)],
+    at: DateTime<Utc>,
+) -> Result<HashSet<Uuid>, StoreError> {
+    let runs: Vec<&RunRecord> = records.iter().map(|(run, _)| run).collect();
+    // A lone start: a plain insert (PostgreSQL plans the arrays' join anew at each execution).
+    let written = match runs.as_slice() {
+        [one] => {
+            if insert_run(&mut *conn, one).await? {
+                HashSet::from([one.id])
+            } else {
+                HashSet::new()
+            }
+        }
+        _ => insert_runs(&mut *conn, &runs).await?,
+    };
+    let steps: Vec<(Uuid, &NewStep)> = records
+        .iter()
+        .filter(|(run, _)| written.contains(&run.id))
+        .flat_map(|(run, steps)| steps.iter().map(|s| (run.id, s)))
+        .collect();
+    insert_steps_of_runs(&mut *conn, &steps, at).await?;
+    let events: Vec<NewEvent> = starts
+        .iter()
+        .filter(|s| written.contains(&s.new.id))
+        .flat_map(|s| s.events.iter().cloned())
+        .collect();
+    insert_events(conn, events, at).await?;
+    Ok(written)
 }
 
 /// Everything [`RunTransaction::apply`] writes, in its order.
@@ -905,39 +1102,19 @@ async fn claim_due(
 }
 
 impl PgStore {
-    async fn run_by_key(&self, key: &str) -> Result<Option<RunRecord>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            run_columns!(),
-            " FROM workflow_runs WHERE idempotency_key = $1"
-        ))
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(StoreError::from_sqlx)?;
-        row.as_ref().map(run).transpose()
-    }
-
+    /// Run starts that arrive while one is being written are written together
+    /// ([`crate::starts`]): one transaction, one turn at the event log's lock.
     pub(super) async fn create_run_impl(
         &self,
         new: NewRun,
         events: Vec<NewEvent>,
     ) -> Result<(RunRecord, bool), StoreError> {
-        let at = now();
-        let key = new.idempotency_key.clone();
-        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
-        let (record, created) = insert_new_run(&mut tx, new, at).await?;
-        if !created {
-            tx.rollback().await.map_err(StoreError::from_sqlx)?;
-            let key = key.unwrap_or_default();
-            return match self.run_by_key(&key).await? {
-                Some(existing) => Ok((existing, false)),
-                None => Err(idempotency_conflict(&key)),
-            };
-        }
-        insert_events(&mut tx, events, at).await?;
-        tx.commit().await.map_err(StoreError::from_sqlx)?;
-        Ok((record, true))
+        let writer = || StartWriter {
+            pool: self.pool.clone(),
+        };
+        self.starts
+            .start(new, events, self.starts_turn.clone().lock_owned(), writer)
+            .await
     }
 
     pub(super) async fn get_run_impl(&self, id: Uuid) -> Result<Option<RunRecord>, StoreError> {

@@ -9,7 +9,6 @@
 //! every read of the live feed.
 
 use std::collections::HashMap;
-use std::sync::PoisonError;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,7 +19,6 @@ use serde_json::{Value, json};
 use sqlx::Either;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
-use tokio::sync::oneshot;
 use uuid::Uuid;
 use uuid::fmt::Hyphenated;
 
@@ -36,6 +34,7 @@ use crate::runs::{
     NewEvent, NewRun, NewStep, ParentRef, RunChanges, RunOutputs, RunQuery, RunRecord,
     RunTransaction, RunsTransaction, ScopedEvent, SignalRecord, StepPhase, StepRecord,
 };
+use crate::starts::{Start, StartAnswer, WriteStarts};
 use crate::{Page, StoreError};
 
 macro_rules! run_columns {
@@ -577,33 +576,6 @@ async fn insert_new_run(
     Ok((record, true))
 }
 
-/// What [`SqliteStore::create_run_impl`] answers.
-type StartAnswer = Result<(RunRecord, bool), StoreError>;
-
-/// A run start waiting for the write turn.
-pub(super) struct Start {
-    new: NewRun,
-    events: Vec<NewEvent>,
-    answer: oneshot::Sender<StartAnswer>,
-}
-
-/// The run starts waiting for the write turn (one owner: the store; a lock inside).
-#[derive(Default)]
-pub(super) struct Starts(std::sync::Mutex<Vec<Start>>);
-
-impl Starts {
-    fn push(&self, start: Start) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(start);
-    }
-
-    fn take(&self) -> Vec<Start> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-}
-
 /// Run starts written together: new runs (those whose idempotency key exists, in the table or
 /// earlier in the array, are left out, `RETURNING` the ids written), then the steps and the
 /// events of the starts whose run was written (a run id written now is one of this array's:
@@ -669,35 +641,18 @@ impl<'a> NewRunJson<'a> {
     }
 }
 
-/// Writes run starts (see [`SqliteStore::create_run_impl`]); owns its connections' pools so
-/// that it can run in a task of its own.
+/// Writes run starts ([`crate::starts`]); owns handles on the pools, to run in a task of its
+/// own.
 struct StartWriter {
     pool: SqlitePool,
     writes: SqlitePool,
 }
 
-impl StartWriter {
-    /// Write `starts` and answer each, holding the write `turn` throughout.
-    async fn write(self, starts: Vec<Start>, turn: tokio::sync::OwnedMutexGuard<()>) {
-        match self.together(&starts).await {
-            Ok(answers) => {
-                for (start, answer) in starts.into_iter().zip(answers) {
-                    let _ = start.answer.send(answer);
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, starts = starts.len(), "run starts written one by one");
-                for start in starts {
-                    let answer = self.alone(start.new, start.events).await;
-                    let _ = start.answer.send(answer);
-                }
-            }
-        }
-        drop(turn);
-    }
-
-    /// Every start in one transaction; an answer for each, in order.
-    async fn together(&self, starts: &[Start]) -> Result<Vec<StartAnswer>, StoreError> {
+#[async_trait]
+impl WriteStarts for StartWriter {
+    /// One multi-statement query for all ([`STARTS_SQL`]): three hand-overs to the writer's
+    /// thread whatever the number of starts, instead of five for each.
+    async fn together(&self, starts: &[Start]) -> Result<HashMap<Uuid, RunRecord>, StoreError> {
         let at = now();
         let at_text = encode_time(&at);
         let records: Vec<(RunRecord, Vec<NewStep>)> = starts
@@ -744,24 +699,14 @@ impl StartWriter {
                     .collect::<Result<std::collections::HashSet<Uuid>, _>>()
             });
         let written = settle(tx, written).await?;
-        let mut answers = Vec::with_capacity(records.len());
-        for (record, _) in records {
-            answers.push(if written.contains(&record.id) {
-                Ok((record, true))
-            } else {
-                // Its idempotency key exists: the run that has it.
-                let key = record.idempotency_key.unwrap_or_default();
-                match self.run_by_key(&key).await {
-                    Ok(Some(existing)) => Ok((existing, false)),
-                    Ok(None) => Err(idempotency_conflict(&key)),
-                    Err(e) => Err(e),
-                }
-            });
-        }
-        Ok(answers)
+        Ok(records
+            .into_iter()
+            .map(|(record, _)| record)
+            .filter(|record| written.contains(&record.id))
+            .map(|record| (record.id, record))
+            .collect())
     }
 
-    /// One start in a transaction of its own.
     async fn alone(&self, new: NewRun, events: Vec<NewEvent>) -> StartAnswer {
         let at = now();
         let key = new.idempotency_key.clone();
@@ -1587,40 +1532,19 @@ impl SqliteStore {
             .map_err(StoreError::from_sqlx)
     }
 
-    /// Run starts that meet at the write turn are written together, in one transaction: one
-    /// multi-statement query for all their runs, steps and events ([`STARTS_SQL`]), instead of
-    /// a transaction of five hand-overs to the writer's thread for each. The start that gets
-    /// the turn takes every start waiting and writes them in a task of its own (a caller that
-    /// goes away takes no one's start with it). If that fails, each is written on its own, so
-    /// that one start's error (a `Conflict`) is its own.
+    /// Run starts that meet at the write turn are written together ([`crate::starts`]).
     pub(super) async fn create_run_impl(
         &self,
         new: NewRun,
         events: Vec<NewEvent>,
     ) -> Result<(RunRecord, bool), StoreError> {
-        let (tell, answer) = oneshot::channel();
-        self.starts.push(Start {
-            new,
-            events,
-            answer: tell,
-        });
-        let turn = self.write_turn().await;
-        let starts = self.starts.take();
-        if starts.is_empty() {
-            // Written with another's, which answered before it gave the turn up.
-            drop(turn);
-        } else {
-            let writer = StartWriter {
-                pool: self.pool.clone(),
-                writes: self.writes.clone(),
-            };
-            let _ = tokio::spawn(async move { writer.write(starts, turn).await }).await;
-        }
-        answer.await.unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(
-                "the run start was dropped before it was written".into(),
-            ))
-        })
+        let writer = || StartWriter {
+            pool: self.pool.clone(),
+            writes: self.writes.clone(),
+        };
+        self.starts
+            .start(new, events, self.write_turn(), writer)
+            .await
     }
 
     pub(super) async fn get_run_impl(&self, id: Uuid) -> Result<Option<RunRecord>, StoreError> {

@@ -203,32 +203,23 @@ async fn create_many_concurrently(store: Arc<dyn Store>) {
         new.idempotency_key = Some("taken".to_owned());
         starts.push((new, Expect::Taken));
     }
+    // Then, together again, starts that cannot be written among ones that can.
+    let mut second = Vec::new();
+    for _ in 0..6 {
+        second.push((new_run(&["start"]), Expect::Created));
+    }
     let mut same_id = new_run(&["start"]);
     same_id.id = existing;
-    starts.push((same_id, Expect::Conflict));
+    second.push((same_id, Expect::Conflict));
     let mut same_step = new_run(&["a", "a"]);
     same_step.idempotency_key = Some("same-step".to_owned());
-    starts.push((same_step, Expect::Conflict));
+    second.push((same_step, Expect::Conflict));
 
-    let barrier = Arc::new(tokio::sync::Barrier::new(starts.len()));
-    let tasks: Vec<_> = starts
-        .into_iter()
-        .map(|(new, expect)| {
-            let (store, barrier) = (store.clone(), barrier.clone());
-            tokio::spawn(async move {
-                let events = vec![
-                    event(new.id, None, "run.created"),
-                    event(new.id, Some("start"), "step.ready"),
-                ];
-                barrier.wait().await;
-                (new.clone(), expect, store.create_run(new, events).await)
-            })
-        })
-        .collect();
+    let mut answers = start_together(&store, starts).await;
+    answers.extend(start_together(&store, second).await);
     let mut created = Vec::new();
     let mut by_key: std::collections::HashMap<&str, Vec<(Uuid, bool)>> = Default::default();
-    for task in tasks {
-        let (new, expect, result) = task.await.unwrap();
+    for (new, expect, result) in answers {
         match expect {
             Expect::Created => {
                 let (run, was_created) = result.unwrap();
@@ -277,7 +268,7 @@ async fn create_many_concurrently(store: Arc<dyn Store>) {
         assert_eq!(answers.iter().filter(|(_, c)| *c).count(), 1);
     }
     // Every run written has its step and its two events, in order; nothing else was written.
-    assert_eq!(created.len(), 27);
+    assert_eq!(created.len(), 33);
     for id in &created {
         assert_eq!(store.list_steps(*id).await.unwrap().len(), 1);
         let kinds: Vec<String> = store
@@ -299,7 +290,38 @@ async fn create_many_concurrently(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    assert_eq!(page.total, 2 + 27);
+    assert_eq!(page.total, 2 + 33);
+}
+
+/// Each start's run, what was expected of it, and its answer: all started at once.
+async fn start_together<E: Send + 'static>(
+    store: &Arc<dyn Store>,
+    starts: Vec<(weft_store::NewRun, E)>,
+) -> Vec<(
+    weft_store::NewRun,
+    E,
+    Result<(weft_store::RunRecord, bool), StoreError>,
+)> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(starts.len()));
+    let tasks: Vec<_> = starts
+        .into_iter()
+        .map(|(new, expect)| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let events = vec![
+                    event(new.id, None, "run.created"),
+                    event(new.id, Some("start"), "step.ready"),
+                ];
+                barrier.wait().await;
+                (new.clone(), expect, store.create_run(new, events).await)
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers
 }
 
 async fn run_create_conflicts_write_nothing(store: Arc<dyn Store>) {
