@@ -155,9 +155,12 @@ pub trait Store: Send + Sync + 'static {
     // Durable runs: see the module docs of [`runs`].
 
     /// Create a run (status RUNNING, `started_at` = `created_at` = now; or PENDING and not
-    /// started when it has no initial steps: held) with its initial steps and append `events`, in one transaction; returns it and `true`. With an idempotency key
-    /// that already exists: returns that run and `false`, writing nothing. [`StoreError::Conflict`]
-    /// if the run's id, or a step row's id, exists.
+    /// started when it has no initial steps: held) with its initial steps and append `events`,
+    /// in one transaction; returns it and `true`. With an idempotency key that already exists:
+    /// returns that run and `false`, writing nothing. [`StoreError::Conflict`] if the run's id,
+    /// or a step row's id, exists. Starts that arrive together are written together, in one
+    /// transaction (one `created_at` for all); a start, once queued, is written even if its
+    /// caller stops waiting.
     async fn create_run(
         &self,
         run: NewRun,

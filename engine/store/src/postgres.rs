@@ -49,7 +49,7 @@ macro_rules! plugin_columns {
 pub(crate) struct PgStore {
     pool: PgPool,
     /// Run starts waiting for their turn ([`crate::starts`]), and the turn.
-    starts: crate::starts::Starts,
+    starts: Arc<crate::starts::Starts>,
     starts_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -70,7 +70,7 @@ impl PgStore {
             .connect_lazy_with(options);
         Ok(PgStore {
             pool,
-            starts: crate::starts::Starts::default(),
+            starts: Arc::default(),
             starts_turn: Arc::default(),
         })
     }

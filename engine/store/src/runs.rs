@@ -573,7 +573,7 @@ impl<'a> BatchRows<'a> {
 
 impl NewRun {
     /// The run row [`crate::Store::create_run`] writes at `at` (status RUNNING, started at
-    /// once), and its initial steps.
+    /// once; PENDING and not started when it has no initial steps), and its initial steps.
     pub(crate) fn into_record(self, at: DateTime<Utc>) -> (RunRecord, Vec<NewStep>) {
         let held = self.initial_steps.is_empty();
         let record = RunRecord {

@@ -79,7 +79,7 @@ pub(crate) struct SqliteStore {
     writer: Arc<tokio::sync::Mutex<()>>,
     /// Run starts waiting for the write turn: the one that gets it writes them all
     /// ([`SqliteStore::create_run_impl`]).
-    starts: crate::starts::Starts,
+    starts: Arc<crate::starts::Starts>,
 }
 
 impl SqliteStore {
@@ -148,7 +148,7 @@ impl SqliteStore {
             pool,
             writes,
             writer: Arc::new(tokio::sync::Mutex::new(())),
-            starts: crate::starts::Starts::default(),
+            starts: Arc::default(),
         })
     }
 

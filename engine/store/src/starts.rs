@@ -1,26 +1,33 @@
 //! Run starts written together ([`crate::Store::create_run`]): the starts that arrive while
-//! one is being written wait for their turn, and the one that gets it writes them all in one
+//! one is being written wait for their turn, and the task that gets it writes them all in one
 //! transaction, instead of a transaction (and its round trips, and on PostgreSQL its turn at
 //! the event log's lock) for each.
 //!
-//! The writing runs in a task of its own, so a caller that goes away (a client that hangs up)
-//! takes no one's start with it. If the transaction fails, every start is written again in a
-//! transaction of its own: one start's error (a `Conflict`) stays its own.
+//! Each start is queued and a task of its own waits for the turn for it: a queued start is
+//! written promptly whether or not its caller still waits (a client that hangs up), and a
+//! caller waits for its answer only, not for the turn once its start is written. Within a
+//! group, starts are told apart by run id: a start whose id repeats in the group is written
+//! alone after it. If the group's transaction fails because of what one start holds (a
+//! conflict, a broken constraint), every start is written again in a transaction of its own,
+//! so that one start's error stays its own; if it fails otherwise (the database is
+//! unavailable, or the commit's outcome is unknown), every start is answered with that error.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::sync::{Mutex, PoisonError};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use tokio::sync::{OwnedMutexGuard, oneshot};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::StoreError;
-use crate::records::idempotency_conflict;
+use crate::records::{decode_error, idempotency_conflict};
 use crate::runs::{NewEvent, NewRun, RunRecord};
 
 /// What a start is answered: the run, and whether this start created it.
 pub(crate) type StartAnswer = Result<(RunRecord, bool), StoreError>;
+
+/// The most starts one transaction writes (more wait for the next).
+const MAX_GROUP: usize = 256;
 
 /// A run start waiting for its turn to be written.
 pub(crate) struct Start {
@@ -29,12 +36,43 @@ pub(crate) struct Start {
     answer: oneshot::Sender<StartAnswer>,
 }
 
+/// Why a group was not written.
+pub(crate) enum GroupError {
+    /// What one start holds may be the cause: each is written alone.
+    Start(StoreError),
+    /// None can be written now, or the commit's outcome is unknown: each is answered with it.
+    Group(StoreError),
+}
+
+impl GroupError {
+    /// A statement's error, sorted by whether one start's rows may have caused it.
+    pub(crate) fn of_statement(error: StoreError) -> GroupError {
+        let one_start = match &error {
+            StoreError::Conflict(_) => true,
+            StoreError::Database(sqlx::Error::Encode(_)) => true,
+            StoreError::Database(sqlx::Error::Database(db)) => matches!(
+                db.kind(),
+                sqlx::error::ErrorKind::UniqueViolation
+                    | sqlx::error::ErrorKind::ForeignKeyViolation
+                    | sqlx::error::ErrorKind::NotNullViolation
+                    | sqlx::error::ErrorKind::CheckViolation
+            ),
+            _ => false,
+        };
+        if one_start {
+            GroupError::Start(error)
+        } else {
+            GroupError::Group(error)
+        }
+    }
+}
+
 /// How a backend writes starts.
 #[async_trait]
 pub(crate) trait WriteStarts: Send + Sync + 'static {
-    /// Every start in one transaction, runs whose idempotency key exists (in the database or
-    /// earlier in `starts`) left out; the runs written, by id. An error: nothing written.
-    async fn together(&self, starts: &[Start]) -> Result<HashMap<Uuid, RunRecord>, StoreError>;
+    /// Every start in one transaction (their run ids all differ), runs whose idempotency key
+    /// exists (in the database or earlier in `starts`) left out; the runs written, by id.
+    async fn together(&self, starts: &[Start]) -> Result<HashMap<Uuid, RunRecord>, GroupError>;
 
     /// One start in a transaction of its own.
     async fn alone(&self, new: NewRun, events: Vec<NewEvent>) -> StartAnswer;
@@ -48,73 +86,109 @@ pub(crate) trait WriteStarts: Send + Sync + 'static {
 pub(crate) struct Starts(Mutex<Vec<Start>>);
 
 impl Starts {
-    /// Queue a start, wait for `turn`, then write every start waiting (this one among them,
-    /// unless a start before took it along) with the writer `writer` makes; return this start's
-    /// answer.
-    pub(crate) async fn start<W: WriteStarts>(
-        &self,
-        new: NewRun,
-        events: Vec<NewEvent>,
-        turn: impl Future<Output = OwnedMutexGuard<()>>,
-        writer: impl FnOnce() -> W,
-    ) -> StartAnswer {
-        let (tell, answer) = oneshot::channel();
-        self.waiting().push(Start {
-            new,
-            events,
-            answer: tell,
-        });
-        let turn = turn.await;
-        let starts = std::mem::take(&mut *self.waiting());
-        if starts.is_empty() {
-            // Written with another's, which answered before it gave the turn up.
-            drop(turn);
-        } else {
-            let writer = writer();
-            let _ = tokio::spawn(async move {
-                write(&writer, starts).await;
-                drop(turn);
-            })
-            .await;
-        }
-        answer.await.unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(
-                "the run start was dropped before it was written".into(),
-            ))
-        })
-    }
-
     fn waiting(&self) -> std::sync::MutexGuard<'_, Vec<Start>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// Write `starts` together (or, if that fails, one by one) and answer each.
-async fn write(writer: &impl WriteStarts, starts: Vec<Start>) {
-    match writer.together(&starts).await {
-        Ok(mut written) => {
-            for start in starts {
-                let answer = match written.remove(&start.new.id) {
-                    Some(record) => Ok((record, true)),
-                    None => {
-                        // Its idempotency key exists: the run that has it.
-                        let key = start.new.idempotency_key.clone().unwrap_or_default();
-                        match writer.run_by_key(&key).await {
-                            Ok(Some(existing)) => Ok((existing, false)),
-                            Ok(None) => Err(idempotency_conflict(&key)),
-                            Err(e) => Err(e),
+/// Queue a start; a task waits for `turn` and writes every start waiting then with `writer`.
+/// Returns this start's answer.
+pub(crate) async fn start<W: WriteStarts>(
+    queue: &Arc<Starts>,
+    turn: Arc<tokio::sync::Mutex<()>>,
+    writer: W,
+    new: NewRun,
+    events: Vec<NewEvent>,
+) -> StartAnswer {
+    let (tell, answer) = oneshot::channel();
+    queue.waiting().push(Start {
+        new,
+        events,
+        answer: tell,
+    });
+    tokio::spawn(drain(queue.clone(), turn, writer));
+    answer.await.unwrap_or_else(|_| {
+        Err(StoreError::Unavailable(
+            "the run start's writer stopped before it answered; the run may have been written"
+                .into(),
+        ))
+    })
+}
+
+/// Take the turn and write what waits (nothing, if a task before took this task's start
+/// along); answer the starts whose key exists after giving the turn up (reads).
+async fn drain<W: WriteStarts>(queue: Arc<Starts>, turn: Arc<tokio::sync::Mutex<()>>, writer: W) {
+    if queue.waiting().is_empty() {
+        return;
+    }
+    let turn = turn.lock_owned().await;
+    let starts = std::mem::take(&mut *queue.waiting());
+    if starts.is_empty() {
+        return;
+    }
+    let skipped = write(&writer, starts).await;
+    drop(turn);
+    for start in skipped {
+        let answer = match start.new.idempotency_key.as_deref() {
+            Some(key) => match writer.run_by_key(key).await {
+                Ok(Some(existing)) => Ok((existing, false)),
+                Ok(None) => Err(idempotency_conflict(key)),
+                Err(e) => Err(e),
+            },
+            None => Err(decode_error(
+                "a run start without an idempotency key was not written",
+            )),
+        };
+        let _ = start.answer.send(answer);
+    }
+}
+
+/// Write `starts` in groups and answer each, but those whose idempotency key exists: returned,
+/// to be answered with the run that has it.
+async fn write(writer: &impl WriteStarts, starts: Vec<Start>) -> Vec<Start> {
+    let mut ids = HashSet::new();
+    let (mut rest, repeated): (Vec<Start>, Vec<Start>) =
+        starts.into_iter().partition(|s| ids.insert(s.new.id));
+    let mut skipped = Vec::new();
+    while !rest.is_empty() {
+        let later = rest.split_off(rest.len().min(MAX_GROUP));
+        let group = std::mem::replace(&mut rest, later);
+        match writer.together(&group).await {
+            Ok(mut written) => {
+                for start in group {
+                    match written.remove(&start.new.id) {
+                        Some(record) => {
+                            let _ = start.answer.send(Ok((record, true)));
                         }
+                        None => skipped.push(start),
                     }
-                };
-                let _ = start.answer.send(answer);
+                }
             }
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, starts = starts.len(), "run starts written one by one");
-            for start in starts {
-                let answer = writer.alone(start.new, start.events).await;
-                let _ = start.answer.send(answer);
+            Err(GroupError::Start(e)) => {
+                tracing::debug!(error = %e, starts = group.len(), "run starts written one by one");
+                for start in group {
+                    let answer = writer.alone(start.new, start.events).await;
+                    let _ = start.answer.send(answer);
+                }
+            }
+            Err(GroupError::Group(e)) => {
+                tracing::warn!(error = %e, starts = group.len(), "run starts could not be written");
+                for start in group {
+                    let _ = start.answer.send(Err(match &e {
+                        StoreError::Unavailable(message) => {
+                            StoreError::Unavailable(message.clone())
+                        }
+                        other => StoreError::Unavailable(format!(
+                            "the run start could not be written: {other}"
+                        )),
+                    }));
+                }
             }
         }
     }
+    for start in repeated {
+        let answer = writer.alone(start.new, start.events).await;
+        let _ = start.answer.send(answer);
+    }
+    skipped
 }

@@ -35,7 +35,7 @@ use crate::runs::{
     NewEvent, NewRun, NewStep, ParentRef, RunChanges, RunOutputs, RunQuery, RunRecord,
     RunTransaction, RunsTransaction, ScopedEvent, SignalRecord, StepPhase, StepRecord, StepUpdate,
 };
-use crate::starts::{Start, StartAnswer, WriteStarts};
+use crate::starts::{self, GroupError, Start, StartAnswer, WriteStarts};
 use crate::{Page, StoreError};
 
 /// The advisory lock that serialises event appends ("weft" "ev" in ASCII).
@@ -354,7 +354,8 @@ async fn insert_new_run(
 }
 
 /// New runs, one statement; those whose idempotency key exists (in the table or earlier in
-/// `runs`) are left out. Returns the ids written.
+/// `runs`) are left out. Returns the ids written. Inserted in key order: two replicas' groups
+/// that share keys wait for each other's keys in the same order (no deadlock).
 async fn insert_runs(
     conn: &mut PgConnection,
     runs: &[&RunRecord],
@@ -402,7 +403,7 @@ async fn insert_runs(
          AS r (id, definition_id, definition_name, definition_version, status, input, \
          idempotency_key, parent_run_id, parent_step_row_id, depth, deadline_at, created_at, \
          started_at, updated_at, n) \
-         ORDER BY r.n ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+         ORDER BY r.idempotency_key, r.n ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
     )
     .bind(ids)
     .bind(definitions)
@@ -463,15 +464,27 @@ struct StartWriter {
 
 #[async_trait]
 impl WriteStarts for StartWriter {
-    async fn together(&self, starts: &[Start]) -> Result<HashMap<Uuid, RunRecord>, StoreError> {
+    async fn together(&self, starts: &[Start]) -> Result<HashMap<Uuid, RunRecord>, GroupError> {
         let at = now();
         let records: Vec<(RunRecord, Vec<NewStep>)> = starts
             .iter()
             .map(|s| s.new.clone().into_record(at))
             .collect();
-        let mut tx = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
-        let written = write_starts(&mut tx, starts, &records, at).await;
-        let written = settle(tx, written).await?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| GroupError::Group(StoreError::from_sqlx(e)))?;
+        let written = match write_starts(&mut tx, starts, &records, at).await {
+            Ok(written) => written,
+            Err(e) => {
+                let _ = tx.rollback().await;
+                return Err(GroupError::of_statement(e));
+            }
+        };
+        tx.commit()
+            .await
+            .map_err(|e| GroupError::Group(StoreError::from_sqlx(e)))?;
         Ok(records
             .into_iter()
             .map(|(record, _)| record)
@@ -1109,12 +1122,10 @@ impl PgStore {
         new: NewRun,
         events: Vec<NewEvent>,
     ) -> Result<(RunRecord, bool), StoreError> {
-        let writer = || StartWriter {
+        let writer = StartWriter {
             pool: self.pool.clone(),
         };
-        self.starts
-            .start(new, events, self.starts_turn.clone().lock_owned(), writer)
-            .await
+        starts::start(&self.starts, self.starts_turn.clone(), writer, new, events).await
     }
 
     pub(super) async fn get_run_impl(&self, id: Uuid) -> Result<Option<RunRecord>, StoreError> {

@@ -34,7 +34,7 @@ use crate::runs::{
     NewEvent, NewRun, NewStep, ParentRef, RunChanges, RunOutputs, RunQuery, RunRecord,
     RunTransaction, RunsTransaction, ScopedEvent, SignalRecord, StepPhase, StepRecord,
 };
-use crate::starts::{Start, StartAnswer, WriteStarts};
+use crate::starts::{self, GroupError, Start, StartAnswer, WriteStarts};
 use crate::{Page, StoreError};
 
 macro_rules! run_columns {
@@ -576,12 +576,9 @@ async fn insert_new_run(
     Ok((record, true))
 }
 
-/// Run starts written together: new runs (those whose idempotency key exists, in the table or
-/// earlier in the array, are left out, `RETURNING` the ids written), then the steps and the
-/// events of the starts whose run was written (a run id written now is one of this array's:
-/// ids are new). Each event row names its start's run last: an event of another run (that
-/// does not exist) fails the statement as it would fail a start of its own.
-const STARTS_SQL: &str = concat!(
+/// New runs of starts written together ([`crate::starts`]): those whose idempotency key
+/// exists (in the table or earlier in the array) are left out; returns the ids written.
+const STARTS_RUNS_SQL: &str = concat!(
     "INSERT INTO workflow_runs (id, definition_id, definition_name, definition_version, ",
     "status, input, idempotency_key, parent_run_id, parent_step_row_id, depth, deadline_at, ",
     "created_at, started_at, updated_at) ",
@@ -590,18 +587,20 @@ const STARTS_SQL: &str = concat!(
     "value ->> 12, value ->> 13 ",
     // `WHERE true`: an upsert after `INSERT ... SELECT` needs a WHERE clause to parse.
     "FROM json_each(?) WHERE true ORDER BY key ",
-    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id; ",
+    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+);
+
+/// The steps and the events of the starts whose run [`STARTS_RUNS_SQL`] wrote, in their order.
+const STARTS_ROWS_SQL: &str = concat!(
     "INSERT INTO step_runs ",
     "(id, run_id, step_id, status, phase, attempt, due_at, created_at, updated_at) ",
     "SELECT value ->> 0, value ->> 1, value ->> 2, 'PENDING', 'queued', 0, value ->> 3, ?, ? ",
-    "FROM json_each(?) ",
-    "WHERE EXISTS (SELECT 1 FROM workflow_runs r WHERE r.id = value ->> 1) ORDER BY key; ",
+    "FROM json_each(?) ORDER BY key; ",
     "INSERT INTO events (run_id, step_id, kind, data, created_at) ",
-    "SELECT value ->> 0, value ->> 1, value ->> 2, value -> 3, ? FROM json_each(?) ",
-    "WHERE EXISTS (SELECT 1 FROM workflow_runs r WHERE r.id = value ->> 4) ORDER BY key"
+    "SELECT value ->> 0, value ->> 1, value ->> 2, value -> 3, ? FROM json_each(?) ORDER BY key"
 );
 
-/// A new run row as [`STARTS_SQL`] reads it.
+/// A new run row as [`STARTS_RUNS_SQL`] reads it.
 #[derive(Serialize)]
 struct NewRunJson<'a>(
     Uuid,
@@ -650,55 +649,29 @@ struct StartWriter {
 
 #[async_trait]
 impl WriteStarts for StartWriter {
-    /// One multi-statement query for all ([`STARTS_SQL`]): three hand-overs to the writer's
-    /// thread whatever the number of starts, instead of five for each.
-    async fn together(&self, starts: &[Start]) -> Result<HashMap<Uuid, RunRecord>, StoreError> {
+    /// Four hand-overs to the writer's thread whatever the number of starts, instead of five
+    /// for each: `BEGIN IMMEDIATE`, the runs, their steps and events, `COMMIT`.
+    async fn together(&self, starts: &[Start]) -> Result<HashMap<Uuid, RunRecord>, GroupError> {
         let at = now();
-        let at_text = encode_time(&at);
         let records: Vec<(RunRecord, Vec<NewStep>)> = starts
             .iter()
             .map(|s| s.new.clone().into_record(at))
-            .collect();
-        let runs: Vec<NewRunJson<'_>> = records.iter().map(|(r, _)| NewRunJson::of(r)).collect();
-        let steps: Vec<(Uuid, &NewStep)> = records
-            .iter()
-            .flat_map(|(run, steps)| steps.iter().map(|s| (run.id, s)))
-            .collect();
-        let events: Vec<(Uuid, Option<&str>, &str, &Value, Uuid)> = starts
-            .iter()
-            .flat_map(|s| {
-                s.events.iter().map(|e| {
-                    (
-                        e.run_id,
-                        e.step_id.as_deref(),
-                        e.kind.as_str(),
-                        &e.data,
-                        s.new.id,
-                    )
-                })
-            })
             .collect();
         let mut tx = self
             .writes
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(StoreError::from_sqlx)?;
-        let written = sqlx::query(STARTS_SQL)
-            .bind(to_json(&runs)?)
-            .bind(&at_text)
-            .bind(&at_text)
-            .bind(new_steps_json(&steps)?)
-            .bind(&at_text)
-            .bind(to_json(&events)?)
-            .fetch_all(&mut *tx)
+            .map_err(|e| GroupError::Group(StoreError::from_sqlx(e)))?;
+        let written = match write_starts(&mut tx, starts, &records, &encode_time(&at)).await {
+            Ok(written) => written,
+            Err(e) => {
+                let _ = tx.rollback().await;
+                return Err(GroupError::of_statement(e));
+            }
+        };
+        tx.commit()
             .await
-            .map_err(StoreError::from_sqlx)
-            .and_then(|rows| {
-                rows.iter()
-                    .map(|row| uuid(row, "id"))
-                    .collect::<Result<std::collections::HashSet<Uuid>, _>>()
-            });
-        let written = settle(tx, written).await?;
+            .map_err(|e| GroupError::Group(StoreError::from_sqlx(e)))?;
         Ok(records
             .into_iter()
             .map(|(record, _)| record)
@@ -738,6 +711,47 @@ impl WriteStarts for StartWriter {
         .map_err(StoreError::from_sqlx)?;
         row.as_ref().map(run).transpose()
     }
+}
+
+/// The runs of `records` (those whose idempotency key exists left out), then the steps and
+/// events of the starts whose run was written; returns their ids.
+async fn write_starts(
+    conn: &mut SqliteConnection,
+    starts: &[Start],
+    records: &[(RunRecord, Vec<NewStep>)],
+    at: &str,
+) -> Result<std::collections::HashSet<Uuid>, StoreError> {
+    let runs: Vec<NewRunJson<'_>> = records.iter().map(|(r, _)| NewRunJson::of(r)).collect();
+    let written = sqlx::query(STARTS_RUNS_SQL)
+        .bind(to_json(&runs)?)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?
+        .iter()
+        .map(|row| uuid(row, "id"))
+        .collect::<Result<std::collections::HashSet<Uuid>, _>>()?;
+    let steps: Vec<(Uuid, &NewStep)> = records
+        .iter()
+        .filter(|(run, _)| written.contains(&run.id))
+        .flat_map(|(run, steps)| steps.iter().map(|s| (run.id, s)))
+        .collect();
+    let events: Vec<NewEvent> = starts
+        .iter()
+        .filter(|s| written.contains(&s.new.id))
+        .flat_map(|s| s.events.iter().cloned())
+        .collect();
+    if !steps.is_empty() || !events.is_empty() {
+        sqlx::query(STARTS_ROWS_SQL)
+            .bind(at)
+            .bind(at)
+            .bind(new_steps_json(&steps)?)
+            .bind(at)
+            .bind(events_json(&events)?)
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+    }
+    Ok(written)
 }
 
 /// Everything [`RunTransaction::apply`] writes, in its order.
@@ -1538,13 +1552,11 @@ impl SqliteStore {
         new: NewRun,
         events: Vec<NewEvent>,
     ) -> Result<(RunRecord, bool), StoreError> {
-        let writer = || StartWriter {
+        let writer = StartWriter {
             pool: self.pool.clone(),
             writes: self.writes.clone(),
         };
-        self.starts
-            .start(new, events, self.write_turn(), writer)
-            .await
+        starts::start(&self.starts, self.writer.clone(), writer, new, events).await
     }
 
     pub(super) async fn get_run_impl(&self, id: Uuid) -> Result<Option<RunRecord>, StoreError> {

@@ -18,6 +18,7 @@ use crate::support::{
 on_both_backends!(
     run_create_and_read,
     run_idempotency,
+    run_start_retried_writes_nothing,
     run_create_conflicts_write_nothing,
     run_list_filters_and_paging,
     claim_due_and_not_due,
@@ -28,7 +29,8 @@ on_both_backends!(
 on_both_backends!(
     multi_thread: claim_concurrently_never_twice,
     create_same_key_concurrently,
-    create_many_concurrently
+    create_many_concurrently,
+    create_same_start_concurrently
 );
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -269,6 +271,15 @@ async fn create_many_concurrently(store: Arc<dyn Store>) {
     }
     // Every run written has its step and its two events, in order; nothing else was written.
     assert_eq!(created.len(), 33);
+    // Starts that met were written together (one transaction, one clock reading for all).
+    let mut times = HashSet::new();
+    for id in &created {
+        times.insert(store.get_run(*id).await.unwrap().unwrap().created_at);
+    }
+    assert!(
+        times.len() < created.len(),
+        "no two starts were written together"
+    );
     for id in &created {
         assert_eq!(store.list_steps(*id).await.unwrap().len(), 1);
         let kinds: Vec<String> = store
@@ -322,6 +333,47 @@ async fn start_together<E: Send + 'static>(
         answers.push(task.await.unwrap());
     }
     answers
+}
+
+/// A start sent again as it was (same run id, same key), here a held run's (no steps): the
+/// run as it is, nothing written.
+async fn run_start_retried_writes_nothing(store: Arc<dyn Store>) {
+    let mut held = new_run(&[]);
+    held.idempotency_key = Some("held".to_owned());
+    let events = |id| vec![event(id, None, "run.created")];
+    let (run, created) = store
+        .create_run(held.clone(), events(held.id))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(run.status, RunStatus::Pending);
+    let mut with_step = held.clone();
+    with_step.initial_steps = vec![new_step("sneaky", now())];
+    for again in [held.clone(), with_step] {
+        let (same, created) = store.create_run(again, events(held.id)).await.unwrap();
+        assert!(!created);
+        assert_eq!(same, run);
+    }
+    assert_eq!(store.list_events(0, None, 100).await.unwrap().len(), 1);
+    assert!(store.list_steps(held.id).await.unwrap().is_empty());
+}
+
+/// One start sent eight times at once (a client retrying): one run, one set of rows.
+async fn create_same_start_concurrently(store: Arc<dyn Store>) {
+    let mut held = new_run(&[]);
+    held.idempotency_key = Some("retried".to_owned());
+    let starts = (0..8).map(|_| (held.clone(), ())).collect();
+    let answers = start_together(&store, starts).await;
+    let mut created = 0;
+    for (_, (), result) in answers {
+        let (run, was_created) = result.unwrap();
+        assert_eq!(run.id, held.id);
+        assert_eq!(store.get_run(run.id).await.unwrap(), Some(run));
+        created += usize::from(was_created);
+    }
+    assert_eq!(created, 1);
+    assert_eq!(store.list_events(0, None, 100).await.unwrap().len(), 2);
+    assert!(store.list_steps(held.id).await.unwrap().is_empty());
 }
 
 async fn run_create_conflicts_write_nothing(store: Arc<dyn Store>) {
