@@ -158,9 +158,11 @@ pub trait Store: Send + Sync + 'static {
     /// started when it has no initial steps: held) with its initial steps and append `events`,
     /// in one transaction; returns it and `true`. With an idempotency key that already exists:
     /// returns that run and `false`, writing nothing. [`StoreError::Conflict`] if the run's id,
-    /// or a step row's id, exists. Starts that arrive together are written together, in one
-    /// transaction (one `created_at` for all); a start, once queued, is written even if its
-    /// caller stops waiting.
+    /// or a step row's id, exists. Starts that arrive together are usually written together,
+    /// in one transaction; a start, once queued, is written even if its caller stops waiting
+    /// (unless the store closes first). A failure no one start caused (the database
+    /// unavailable, a commit whose outcome is unknown) answers every start it met with
+    /// [`StoreError::Unavailable`].
     async fn create_run(
         &self,
         run: NewRun,

@@ -7,10 +7,11 @@
 //! written promptly whether or not its caller still waits (a client that hangs up), and a
 //! caller waits for its answer only, not for the turn once its start is written. Within a
 //! group, starts are told apart by run id: a start whose id repeats in the group is written
-//! alone after it. If the group's transaction fails because of what one start holds (a
-//! conflict, a broken constraint), every start is written again in a transaction of its own,
-//! so that one start's error stays its own; if it fails otherwise (the database is
-//! unavailable, or the commit's outcome is unknown), every start is answered with that error.
+//! alone after it. If a statement of the group fails because of what one start may hold (a
+//! conflict, a value the database refuses), the transaction is rolled back and every start is
+//! written one at a time, so that one start's error stays its own; if the group fails for
+//! everyone (the database unavailable, or the commit's outcome unknown), every start is
+//! answered with that error, as [`StoreError::Unavailable`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -45,24 +46,30 @@ pub(crate) enum GroupError {
 }
 
 impl GroupError {
-    /// A statement's error, sorted by whether one start's rows may have caused it.
-    pub(crate) fn of_statement(error: StoreError) -> GroupError {
-        let one_start = match &error {
-            StoreError::Conflict(_) => true,
-            StoreError::Database(sqlx::Error::Encode(_)) => true,
-            StoreError::Database(sqlx::Error::Database(db)) => matches!(
-                db.kind(),
-                sqlx::error::ErrorKind::UniqueViolation
-                    | sqlx::error::ErrorKind::ForeignKeyViolation
-                    | sqlx::error::ErrorKind::NotNullViolation
-                    | sqlx::error::ErrorKind::CheckViolation
-            ),
+    /// A statement's error. Group-wide when no start can be written now: the database is
+    /// unreachable, or its code is one that `group_wide` (the backend's) names (out of
+    /// resources, read-only, locked...). Anything else may be what one start holds (a
+    /// conflict, a value the database refuses): each start is then written alone, which is
+    /// safe, as the group's transaction was rolled back.
+    pub(crate) fn of_statement(error: StoreError, group_wide: fn(&str) -> bool) -> GroupError {
+        let everyone = match &error {
+            StoreError::Unavailable(_) => true,
+            StoreError::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| group_wide(&code)),
+                _ => false,
+            },
             _ => false,
         };
-        if one_start {
-            GroupError::Start(error)
-        } else {
+        if everyone {
             GroupError::Group(error)
+        } else {
+            GroupError::Start(error)
         }
     }
 }

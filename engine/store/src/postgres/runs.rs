@@ -479,7 +479,7 @@ impl WriteStarts for StartWriter {
             Ok(written) => written,
             Err(e) => {
                 let _ = tx.rollback().await;
-                return Err(GroupError::of_statement(e));
+                return Err(GroupError::of_statement(e, group_wide));
             }
         };
         tx.commit()
@@ -523,6 +523,15 @@ impl WriteStarts for StartWriter {
         .map_err(StoreError::from_sqlx)?;
         row.as_ref().map(run).transpose()
     }
+}
+
+/// Whether a PostgreSQL SQLSTATE fails any start: its class is a connection exception (08),
+/// insufficient resources (53), operator intervention (57), a system error (58) or an
+/// internal error (XX).
+fn group_wide(code: &str) -> bool {
+    ["08", "53", "57", "58", "XX"]
+        .iter()
+        .any(|class| code.starts_with(class))
 }
 
 /// The runs of `records` (those whose idempotency key exists left out), then the steps and

@@ -666,7 +666,7 @@ impl WriteStarts for StartWriter {
             Ok(written) => written,
             Err(e) => {
                 let _ = tx.rollback().await;
-                return Err(GroupError::of_statement(e));
+                return Err(GroupError::of_statement(e, group_wide));
             }
         };
         tx.commit()
@@ -711,6 +711,13 @@ impl WriteStarts for StartWriter {
         .map_err(StoreError::from_sqlx)?;
         row.as_ref().map(run).transpose()
     }
+}
+
+/// Whether a SQLite result code (extended; its primary code is the low byte) fails any start:
+/// busy, locked, out of memory, read-only, I/O, corrupt, full, cannot open.
+fn group_wide(code: &str) -> bool {
+    code.parse::<i32>()
+        .is_ok_and(|code| matches!(code & 0xff, 5 | 6 | 7 | 8 | 10 | 11 | 13 | 14))
 }
 
 /// The runs of `records` (those whose idempotency key exists left out), then the steps and

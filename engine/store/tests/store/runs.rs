@@ -30,7 +30,8 @@ on_both_backends!(
     multi_thread: claim_concurrently_never_twice,
     create_same_key_concurrently,
     create_many_concurrently,
-    create_same_start_concurrently
+    create_same_start_concurrently,
+    create_one_bad_among_many
 );
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -176,9 +177,8 @@ async fn create_same_key_concurrently(store: Arc<dyn Store>) {
     assert_eq!(store.list_steps(id).await.unwrap().len(), 1);
 }
 
-/// Starts that arrive together (SQLite writes the ones that meet at its write turn in one
-/// transaction): each gets its own answer, and what one cannot write takes nothing from the
-/// others.
+/// Starts that arrive together (written together, in one transaction, when they meet): each
+/// gets its own answer, and what one cannot write takes nothing from the others.
 async fn create_many_concurrently(store: Arc<dyn Store>) {
     let mut taken = new_run(&["start"]);
     taken.idempotency_key = Some("taken".to_owned());
@@ -269,7 +269,6 @@ async fn create_many_concurrently(store: Arc<dyn Store>) {
         assert_eq!(answers[0].0, answers[1].0);
         assert_eq!(answers.iter().filter(|(_, c)| *c).count(), 1);
     }
-    // Every run written has its step and its two events, in order; nothing else was written.
     assert_eq!(created.len(), 33);
     // Starts that met were written together (one transaction, one clock reading for all).
     let mut times = HashSet::new();
@@ -280,6 +279,7 @@ async fn create_many_concurrently(store: Arc<dyn Store>) {
         times.len() < created.len(),
         "no two starts were written together"
     );
+    // Every run written has its step and its two events, in order; nothing else was written.
     for id in &created {
         assert_eq!(store.list_steps(*id).await.unwrap().len(), 1);
         let kinds: Vec<String> = store
@@ -356,6 +356,35 @@ async fn run_start_retried_writes_nothing(store: Arc<dyn Store>) {
     }
     assert_eq!(store.list_events(0, None, 100).await.unwrap().len(), 1);
     assert!(store.list_steps(held.id).await.unwrap().is_empty());
+}
+
+/// A start whose input the database refuses (PostgreSQL stores no NUL character in JSON;
+/// SQLite does), among others at once: it fails alone, as itself, and the others are written.
+async fn create_one_bad_among_many(store: Arc<dyn Store>) {
+    let mut starts: Vec<_> = (0..11).map(|_| (new_run(&["start"]), false)).collect();
+    let mut bad = new_run(&["start"]);
+    bad.input = json!({ "x": "a\u{0}b" });
+    starts.insert(5, (bad, true));
+    let mut written = 0;
+    for (new, is_bad, result) in start_together(&store, starts).await {
+        match result {
+            Ok((run, created)) => {
+                assert!(created);
+                assert_eq!(run.input, new.input);
+                written += 1;
+            }
+            Err(e) => {
+                assert!(is_bad, "a good start failed: {e:?}");
+                assert!(matches!(e, StoreError::Database(_)), "{e:?}");
+                assert_eq!(store.get_run(new.id).await.unwrap(), None);
+            }
+        }
+    }
+    assert!(written >= 11);
+    assert_eq!(
+        store.list_events(0, None, 100).await.unwrap().len(),
+        2 * written
+    );
 }
 
 /// One start sent eight times at once (a client retrying): one run, one set of rows.
