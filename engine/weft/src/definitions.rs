@@ -455,7 +455,7 @@ fn parse_spec(
 }
 
 /// NUL characters cannot be stored by PostgreSQL (TEXT and JSONB refuse them): report each.
-fn find_nul_characters(value: &Value, path: &mut String, issues: &mut Vec<Issue>) {
+pub(crate) fn find_nul_characters(value: &Value, path: &mut String, issues: &mut Vec<Issue>) {
     let nul = |path: &str| Issue {
         path: path.to_string(),
         code: "invalid_value".into(),

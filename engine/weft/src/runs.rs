@@ -94,6 +94,15 @@ impl Runs {
                 "the idempotency key must be 1 to 255 characters".into(),
             ));
         }
+        if request
+            .idempotency_key
+            .as_deref()
+            .is_some_and(|key| key.contains('\0'))
+        {
+            return Err(RunError::BadRequest(
+                "the idempotency key must not contain NUL characters".into(),
+            ));
+        }
         let definition = match &request.definition {
             DefinitionRef::Id(id) => {
                 let record = self.store.get_definition(*id).await?.ok_or_else(|| {
@@ -299,6 +308,13 @@ impl Runs {
                 "a signal name is 1 to 128 characters".into(),
             ));
         }
+        let mut issues = Vec::new();
+        crate::definitions::find_nul_characters(&payload, &mut String::new(), &mut issues);
+        if name.contains('\0') || !issues.is_empty() {
+            return Err(RunError::BadRequest(
+                "a signal's name and payload must not contain NUL characters".into(),
+            ));
+        }
         let signal = self
             .store
             .post_signal(id, name, payload)
@@ -419,8 +435,11 @@ pub fn validate_input(
             }
         }
     }
+    // No NUL character anywhere (PostgreSQL stores none; a run behaves the same on both).
+    let input = Value::Object(object);
+    crate::definitions::find_nul_characters(&input, &mut String::from("/input"), &mut issues);
     if issues.is_empty() {
-        Ok(Value::Object(object))
+        Ok(input)
     } else {
         Err(issues)
     }

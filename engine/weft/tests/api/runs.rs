@@ -179,6 +179,9 @@ both_backends! {
         }
         let running = expect_status(app.get(&format!("/api/v1/workflow-instances/{id}")).await, StatusCode::OK).await;
         assert_eq!(running["status"], "RUNNING");
+        // A NUL character (PostgreSQL stores none) is refused alike on both backends; nothing is posted.
+        let response = app.post_json(&format!("/api/v1/workflow-instances/{id}/signals/approve"), &json!({"by": "a\u{0}da"})).await;
+        expect_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
         let response = app.post_json(&format!("/api/v1/workflow-instances/{id}/signals/approve"), &json!({"by": "ada"})).await;
         expect_status(response, StatusCode::ACCEPTED).await;
         let done = wait_for(&app, id, &["COMPLETED", "FAILED"]).await;
@@ -343,6 +346,12 @@ both_backends! {
         let response = app.post_json("/api/v1/workflow-instances", &json!({"name": "pinned", "input": {}})).await;
         let body = expect_error(response, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
         assert_eq!(issues(&body), [("/input/value".to_string(), "required".to_string())]);
+        // NUL characters (PostgreSQL stores none) are refused alike on both backends.
+        let response = app.post_json("/api/v1/workflow-instances", &json!({"name": "pinned", "input": {"value": 1, "note": {"text": "a\u{0}b"}}})).await;
+        let body = expect_error(response, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert_eq!(issues(&body), [("/input/note/text".to_string(), "invalid_value".to_string())]);
+        let response = app.post_json("/api/v1/workflow-instances", &json!({"name": "pinned", "input": {"value": 1}, "idempotencyKey": "a\u{0}b"})).await;
+        expect_error(response, StatusCode::BAD_REQUEST, "bad_request").await;
         let response = app.post_json("/api/v1/workflow-instances", &json!({"name": "nothing"})).await;
         expect_error(response, StatusCode::CONFLICT, "not_runnable").await;
         expect_status(app.post(&format!("/api/v1/workflow-definitions/{v1}/disable")).await, StatusCode::OK).await;
