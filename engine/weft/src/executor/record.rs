@@ -23,7 +23,7 @@ use weft_store::{
     ClaimRequest, LeaseGuard, RunChanges, RunRecord, RunStatus, StepPhase, StepRecord, StoreError,
 };
 
-use super::plan::{self, Claimed, Outcome, RunView};
+use super::plan::{self, Claimed, Failure, Outcome, RunView};
 use super::worker::{Job, RunContext};
 use super::{Executor, ExecutorError};
 use crate::metrics::Tally;
@@ -392,7 +392,79 @@ fn plan_one(
         now,
     );
     changes.consume_signals.extend(consumed);
+    if let Some(place) = nul_in(&changes) {
+        // PostgreSQL stores no NUL character (an expression or a plugin can make one): the step
+        // fails, alike on both backends, and the value is not kept.
+        let failure = Failure::fatal(
+            "invalid_value",
+            format!("{place} contains a NUL character, which cannot be stored"),
+        );
+        changes = plan::step_outcome(
+            &view,
+            &Claimed {
+                row: &pending.row,
+                input: None,
+                runner: pending.runner,
+                guard: pending.guard.clone(),
+            },
+            Outcome::Failed(failure),
+            now,
+        );
+    }
     changes
+}
+
+/// Where `changes` would store a NUL character, if anywhere.
+fn nul_in(changes: &RunChanges) -> Option<&'static str> {
+    let has = |value: &Option<Value>| value.as_ref().is_some_and(contains_nul);
+    for update in &changes.step_updates {
+        if has(&update.input) {
+            return Some("the step's input");
+        }
+        if has(&update.output) {
+            return Some("the step's output");
+        }
+        if has(&update.error) || has(&update.wait) {
+            return Some("the step's error");
+        }
+    }
+    for attempt in &changes.attempts {
+        if has(&attempt.input) {
+            return Some("the step's input");
+        }
+        if has(&attempt.output) {
+            return Some("the step's output");
+        }
+        if has(&attempt.error) {
+            return Some("the step's error");
+        }
+    }
+    if let Some(run) = &changes.run {
+        if has(&run.output) {
+            return Some("the run's output");
+        }
+        if has(&run.error) {
+            return Some("the run's error");
+        }
+    }
+    if changes.new_runs.iter().any(|r| contains_nul(&r.input)) {
+        return Some("the child run's input");
+    }
+    if changes.events.iter().any(|e| contains_nul(&e.data)) {
+        return Some("an event of the step");
+    }
+    None
+}
+
+fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map
+            .iter()
+            .any(|(key, item)| key.contains('\0') || contains_nul(item)),
+        _ => false,
+    }
 }
 
 /// `steps` as they will be once `changes` are written (what later plans of the batch read).
