@@ -424,8 +424,11 @@ fn nul_in(changes: &RunChanges) -> Option<&'static str> {
         if has(&update.output) {
             return Some("the step's output");
         }
-        if has(&update.error) || has(&update.wait) {
+        if has(&update.error) {
             return Some("the step's error");
+        }
+        if has(&update.wait) {
+            return Some("the step's wait");
         }
     }
     for attempt in &changes.attempts {
