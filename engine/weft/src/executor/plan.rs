@@ -434,9 +434,27 @@ pub fn run_output(
             .value
             .resolve(input, outputs)
             .map_err(|e| format!("output parameter '{}': {e}", parameter.name))?;
+        if contains_nul(&value) {
+            return Err(format!(
+                "output parameter '{}' contains a NUL character, which cannot be stored",
+                parameter.name
+            ));
+        }
         object.insert(parameter.name.clone(), value);
     }
     Ok(Value::Object(object))
+}
+
+/// Whether a NUL character is anywhere in `value` (PostgreSQL stores none).
+pub fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map
+            .iter()
+            .any(|(key, item)| key.contains('\0') || contains_nul(item)),
+        _ => false,
+    }
 }
 
 /// End the run with `status`, cancelling every other unfinished step.
@@ -674,6 +692,14 @@ pub fn by_step_id(steps: &[StepRecord]) -> BTreeMap<&str, &StepRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_characters_are_found_in_keys_and_values_at_any_depth() {
+        assert!(!contains_nul(&json!({"a": ["b", {"c": 1}], "d": null})));
+        assert!(contains_nul(&json!({"a": ["b", {"c": "x\u{0}"}]})));
+        assert!(contains_nul(&json!({"a": {"k\u{0}": 1}})));
+        assert!(contains_nul(&json!("\u{0}")));
+    }
 
     #[test]
     fn a_held_run_begins_with_no_step_and_no_deadline() {

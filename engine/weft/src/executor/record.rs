@@ -23,7 +23,7 @@ use weft_store::{
     ClaimRequest, LeaseGuard, RunChanges, RunRecord, RunStatus, StepPhase, StepRecord, StoreError,
 };
 
-use super::plan::{self, Claimed, Failure, Outcome, RunView};
+use super::plan::{self, Claimed, Failure, Outcome, RunView, contains_nul};
 use super::worker::{Job, RunContext};
 use super::{Executor, ExecutorError};
 use crate::metrics::Tally;
@@ -356,7 +356,16 @@ fn plan_one(
     let is_wait = spec
         .step(&pending.row.step_id)
         .is_some_and(|s| s.step_type == StepType::Wait);
-    let outcome = pending.outcome.clone();
+    let mut outcome = pending.outcome.clone();
+    // A failure's code or message with a NUL character in it (a C plugin's fixed-size buffer,
+    // say) keeps its meaning and its retry policy: the NUL characters become U+FFFD.
+    if let Outcome::Failed(failure) = &mut outcome {
+        for text in [&mut failure.code, &mut failure.message] {
+            if text.contains('\0') {
+                *text = text.replace('\0', "\u{FFFD}");
+            }
+        }
+    }
     let consumed = match &outcome {
         Outcome::Completed(output) if is_wait => output
             .get("signalId")
@@ -457,17 +466,6 @@ fn nul_in(changes: &RunChanges) -> Option<&'static str> {
         return Some("an event of the step");
     }
     None
-}
-
-fn contains_nul(value: &Value) -> bool {
-    match value {
-        Value::String(text) => text.contains('\0'),
-        Value::Array(items) => items.iter().any(contains_nul),
-        Value::Object(map) => map
-            .iter()
-            .any(|(key, item)| key.contains('\0') || contains_nul(item)),
-        _ => false,
-    }
 }
 
 /// `steps` as they will be once `changes` are written (what later plans of the batch read).

@@ -178,6 +178,17 @@ async fn execute_inner(
                 .await;
         }
     };
+    // An expression can make a NUL character, which PostgreSQL cannot store: the step fails
+    // before its task runs, alike on both backends.
+    if plan::contains_nul(&input) {
+        let failure = Failure::fatal(
+            "invalid_value",
+            "the step's input contains a NUL character, which cannot be stored",
+        );
+        return recorder
+            .record(None, "engine", Outcome::Failed(failure))
+            .await;
+    }
     let now = Utc::now();
     if let Some(deadline) = run.deadline_at
         && deadline <= now

@@ -829,17 +829,20 @@ both_backends!(
 both_backends! {
     async fn a_nul_character_made_at_run_time_fails_the_step(backend: Backend) {
         // Definitions refuse NUL characters, but an expression can make one (PostgreSQL stores
-        // none): the step fails alike on both backends, and the value is not kept.
+        // none): it fails alike on both backends, and the value is not kept.
         let app = app_with_plugins(backend).await;
         deploy(&app, json!({"name": "nul-out",
             "outputParameters": [{"name": "s", "value": {"type": "expression", "value": "\"a\\u0000b\""}}],
             "steps": [add("a", None, json!({"type": "constant", "value": 1}))]})).await;
         let run = start(&app, json!({"name": "nul-out"})).await;
-        let done = wait_for(&app, run["id"].as_str().expect("id"), &["COMPLETED", "FAILED"]).await;
+        let id = run["id"].as_str().expect("id");
+        let done = wait_for(&app, id, &["COMPLETED", "FAILED"]).await;
         assert_eq!(done["status"], "FAILED", "{done}");
-        assert_eq!(done["error"]["code"], "invalid_value", "{done}");
-        assert!(done["error"]["message"].as_str().is_some_and(|m| m.contains("the run's output")), "{done}");
+        assert_eq!(done["error"]["code"], "output_binding_failed", "{done}");
+        assert!(done["error"]["message"].as_str().is_some_and(|m| m.contains("output parameter 's' contains a NUL")), "{done}");
         assert_eq!(done["output"], Value::Null);
+        // The step did its work: it stays completed.
+        assert_eq!(step(&steps(&app, id).await, "a")["status"], "COMPLETED");
 
         deploy(&app, json!({"name": "nul-in",
             "steps": [add("a", None, json!({"type": "expression", "value": "\"a\\u0000b\""}))]})).await;
@@ -851,6 +854,8 @@ both_backends! {
         let steps = steps(&app, id).await;
         let a = step(&steps, "a");
         assert_eq!(a["input"], Value::Null, "{a}");
+        // Failed before its task ran.
         assert_eq!(a["attempts"][0]["error"]["code"], "invalid_value", "{a}");
+        assert_eq!(a["attempts"][0]["runner"], "engine", "{a}");
     }
 }
