@@ -17,12 +17,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::StoreError;
 use crate::records::{decode_error, idempotency_conflict};
-use crate::runs::{NewEvent, NewRun, RunRecord};
+use crate::runs::{NewEvent, NewRun, NewStep, RunRecord};
 
 /// What a start is answered: the run, and whether this start created it.
 pub(crate) type StartAnswer = Result<(RunRecord, bool), StoreError>;
@@ -72,6 +73,41 @@ impl GroupError {
             GroupError::Start(error)
         }
     }
+}
+
+/// The run rows `starts` write at `at`, with their initial steps.
+pub(crate) fn records(starts: &[Start], at: DateTime<Utc>) -> Vec<(RunRecord, Vec<NewStep>)> {
+    starts
+        .iter()
+        .map(|s| s.new.clone().into_record(at))
+        .collect()
+}
+
+/// End a group's transaction: roll back on a statement's error (sorted by the backend's
+/// `group_wide`), commit otherwise (a failed commit's outcome is unknown: group-wide). Returns
+/// the runs of `records` that `written` names, by id.
+pub(crate) async fn settle<DB: sqlx::Database>(
+    tx: sqlx::Transaction<'static, DB>,
+    written: Result<HashSet<Uuid>, StoreError>,
+    records: Vec<(RunRecord, Vec<NewStep>)>,
+    group_wide: fn(&str) -> bool,
+) -> Result<HashMap<Uuid, RunRecord>, GroupError> {
+    let written = match written {
+        Ok(written) => written,
+        Err(e) => {
+            let _ = tx.rollback().await;
+            return Err(GroupError::of_statement(e, group_wide));
+        }
+    };
+    tx.commit()
+        .await
+        .map_err(|e| GroupError::Group(StoreError::from_sqlx(e)))?;
+    Ok(records
+        .into_iter()
+        .map(|(record, _)| record)
+        .filter(|record| written.contains(&record.id))
+        .map(|record| (record.id, record))
+        .collect())
 }
 
 /// How a backend writes starts.

@@ -466,31 +466,14 @@ struct StartWriter {
 impl WriteStarts for StartWriter {
     async fn together(&self, starts: &[Start]) -> Result<HashMap<Uuid, RunRecord>, GroupError> {
         let at = now();
-        let records: Vec<(RunRecord, Vec<NewStep>)> = starts
-            .iter()
-            .map(|s| s.new.clone().into_record(at))
-            .collect();
+        let records = starts::records(starts, at);
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(|e| GroupError::Group(StoreError::from_sqlx(e)))?;
-        let written = match write_starts(&mut tx, starts, &records, at).await {
-            Ok(written) => written,
-            Err(e) => {
-                let _ = tx.rollback().await;
-                return Err(GroupError::of_statement(e, group_wide));
-            }
-        };
-        tx.commit()
-            .await
-            .map_err(|e| GroupError::Group(StoreError::from_sqlx(e)))?;
-        Ok(records
-            .into_iter()
-            .map(|(record, _)| record)
-            .filter(|record| written.contains(&record.id))
-            .map(|record| (record.id, record))
-            .collect())
+        let written = write_starts(&mut tx, starts, &records, at).await;
+        starts::settle(tx, written, records, group_wide).await
     }
 
     async fn alone(&self, new: NewRun, events: Vec<NewEvent>) -> StartAnswer {

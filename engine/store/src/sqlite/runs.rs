@@ -84,6 +84,26 @@ macro_rules! step_json {
     };
 }
 
+/// New steps from a JSON array of `[id, run, step id, due]` (binds: created, updated, array).
+macro_rules! insert_new_steps {
+    () => {
+        "INSERT INTO step_runs \
+         (id, run_id, step_id, status, phase, attempt, due_at, created_at, updated_at) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, 'PENDING', 'queued', 0, value ->> 3, ?, ? \
+         FROM json_each(?) ORDER BY key"
+    };
+}
+
+/// Events from a JSON array of `[run, step, kind, data]`, in its order (binds: created,
+/// array).
+macro_rules! insert_events {
+    () => {
+        "INSERT INTO events (run_id, step_id, kind, data, created_at) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value -> 3, ? \
+         FROM json_each(?) ORDER BY key"
+    };
+}
+
 type Time = DateTime<Utc>;
 
 /// A run row as [`run_json!`] builds it.
@@ -470,22 +490,17 @@ async fn insert_steps_of_runs(
     steps: &[(Uuid, &NewStep)],
     at: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO step_runs \
-         (id, run_id, step_id, status, phase, attempt, due_at, created_at, updated_at) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, 'PENDING', 'queued', 0, value ->> 3, ?, ? \
-         FROM json_each(?) ORDER BY key",
-    )
-    .bind(at)
-    .bind(at)
-    .bind(new_steps_json(steps)?)
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| {
-        StoreError::from_sqlx_unique(e, |_| {
-            "a step of the batch already exists in its run".to_owned()
-        })
-    })?;
+    sqlx::query(insert_new_steps!())
+        .bind(at)
+        .bind(at)
+        .bind(new_steps_json(steps)?)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| {
+            StoreError::from_sqlx_unique(e, |_| {
+                "a step of the batch already exists in its run".to_owned()
+            })
+        })?;
     Ok(())
 }
 
@@ -521,16 +536,12 @@ async fn insert_events(
         return Ok(Vec::new());
     }
     // One statement: the events as one JSON array, inserted in its order.
-    let done = sqlx::query(
-        "INSERT INTO events (run_id, step_id, kind, data, created_at) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, value -> 3, ? \
-         FROM json_each(?) ORDER BY key",
-    )
-    .bind(encode_time(&at))
-    .bind(events_json(&events)?)
-    .execute(&mut *conn)
-    .await
-    .map_err(StoreError::from_sqlx)?;
+    let done = sqlx::query(insert_events!())
+        .bind(encode_time(&at))
+        .bind(events_json(&events)?)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::from_sqlx)?;
     // One statement of the one writer: its rows took the sequence numbers that end at the
     // last one it inserted, one after the other (AUTOINCREMENT: max + 1 for each row).
     let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
@@ -591,14 +602,7 @@ const STARTS_RUNS_SQL: &str = concat!(
 );
 
 /// The steps and the events of the starts whose run [`STARTS_RUNS_SQL`] wrote, in their order.
-const STARTS_ROWS_SQL: &str = concat!(
-    "INSERT INTO step_runs ",
-    "(id, run_id, step_id, status, phase, attempt, due_at, created_at, updated_at) ",
-    "SELECT value ->> 0, value ->> 1, value ->> 2, 'PENDING', 'queued', 0, value ->> 3, ?, ? ",
-    "FROM json_each(?) ORDER BY key; ",
-    "INSERT INTO events (run_id, step_id, kind, data, created_at) ",
-    "SELECT value ->> 0, value ->> 1, value ->> 2, value -> 3, ? FROM json_each(?) ORDER BY key"
-);
+const STARTS_ROWS_SQL: &str = concat!(insert_new_steps!(), "; ", insert_events!());
 
 /// A new run row as [`STARTS_RUNS_SQL`] reads it.
 #[derive(Serialize)]
@@ -653,31 +657,14 @@ impl WriteStarts for StartWriter {
     /// for each: `BEGIN IMMEDIATE`, the runs, their steps and events, `COMMIT`.
     async fn together(&self, starts: &[Start]) -> Result<HashMap<Uuid, RunRecord>, GroupError> {
         let at = now();
-        let records: Vec<(RunRecord, Vec<NewStep>)> = starts
-            .iter()
-            .map(|s| s.new.clone().into_record(at))
-            .collect();
+        let records = starts::records(starts, at);
         let mut tx = self
             .writes
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| GroupError::Group(StoreError::from_sqlx(e)))?;
-        let written = match write_starts(&mut tx, starts, &records, &encode_time(&at)).await {
-            Ok(written) => written,
-            Err(e) => {
-                let _ = tx.rollback().await;
-                return Err(GroupError::of_statement(e, group_wide));
-            }
-        };
-        tx.commit()
-            .await
-            .map_err(|e| GroupError::Group(StoreError::from_sqlx(e)))?;
-        Ok(records
-            .into_iter()
-            .map(|(record, _)| record)
-            .filter(|record| written.contains(&record.id))
-            .map(|record| (record.id, record))
-            .collect())
+        let written = write_starts(&mut tx, starts, &records, &encode_time(&at)).await;
+        starts::settle(tx, written, records, group_wide).await
     }
 
     async fn alone(&self, new: NewRun, events: Vec<NewEvent>) -> StartAnswer {
@@ -831,10 +818,8 @@ async fn apply_many(
 /// store tests run every transition through it.
 const BATCH_SQL: &str = concat!(
     // 0: new steps
-    "INSERT INTO step_runs ",
-    "(id, run_id, step_id, status, phase, attempt, due_at, created_at, updated_at) ",
-    "SELECT value ->> 0, value ->> 1, value ->> 2, 'PENDING', 'queued', 0, value ->> 3, ?, ? ",
-    "FROM json_each(?) ORDER BY key; ",
+    insert_new_steps!(),
+    "; ",
     // 1: step updates (returns the ids written)
     "UPDATE step_runs SET status = u.value ->> 'status', phase = u.value ->> 'phase', ",
     "input = COALESCE(u.value -> 'input', input), ",
@@ -873,9 +858,8 @@ const BATCH_SQL: &str = concat!(
     "AND EXISTS (SELECT 1 FROM run_signals g WHERE g.run_id = step_runs.run_id ",
     "AND g.name = w.value ->> 1 AND g.consumed_at IS NULL); ",
     // 7: events
-    "INSERT INTO events (run_id, step_id, kind, data, created_at) ",
-    "SELECT value ->> 0, value ->> 1, value ->> 2, value -> 3, ? ",
-    "FROM json_each(?) ORDER BY key; ",
+    insert_events!(),
+    "; ",
     // 8: the claim's `step.started` events (as `started_events` makes them: one per new
     // attempt, by step id), of the rows the claim takes next (the same subquery, nothing
     // written between)
